@@ -1,0 +1,174 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgproto3/v2"
+
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// Conn is one server connection: an authenticated PostgreSQL backend session
+// owned by a Pool. Between Borrow and Return it belongs to exactly one
+// borrower, which may use R and W; it is not safe for concurrent use except
+// for MarkBroken and Broken.
+type Conn struct {
+	// R reads messages from the server; W buffers messages to it.
+	R *wire.Reader
+	W *wire.Writer
+
+	// ProcessID and SecretKey are the server's BackendKeyData, used to
+	// forward a client's CancelRequest.
+	ProcessID, SecretKey uint32
+
+	// Params holds the server's current value of every parameter it reports
+	// (from ParameterStatus) and of every parameter Sluice set on it.
+	Params map[string]string
+	// Reported holds the values the server reported when the connection
+	// started: the defaults a client that sets nothing would see.
+	Reported map[string]string
+
+	netConn   net.Conn
+	addr      string
+	created   time.Time
+	idleSince time.Time
+	broken    atomic.Bool
+	pool      *Pool
+}
+
+// Addr returns the server address the connection was dialled to. It is for
+// logs and cancel requests, never for clients.
+func (c *Conn) Addr() string { return c.addr }
+
+// MarkBroken records that the connection must not be reused: the pool
+// closes it on Return. Safe for concurrent use.
+func (c *Conn) MarkBroken() { c.broken.Store(true) }
+
+// Broken reports whether MarkBroken was called.
+func (c *Conn) Broken() bool { return c.broken.Load() }
+
+// SetReadDeadline sets the read deadline of the underlying connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.netConn.SetReadDeadline(t) }
+
+// Close closes the network connection after a best-effort Terminate.
+func (c *Conn) Close() error {
+	c.netConn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	c.W.WriteMessage(wire.AppendTerminate(nil))
+	return c.netConn.Close()
+}
+
+// ErrServer wraps errors that PostgreSQL reported on a server connection.
+var ErrServer = errors.New("server error")
+
+// Exec runs sql as a simple query and reads the replies up to ReadyForQuery,
+// recording ParameterStatus changes in Params. A SQL error is returned as a
+// *wire.Error with the server's severity, SQLSTATE and message; any other
+// error means the connection is unusable. The connection must be idle.
+func (c *Conn) Exec(sql string) error {
+	if err := c.W.WriteMessage(wire.AppendQuery(nil, sql)); err != nil {
+		return fmt.Errorf("sending query: %w", err)
+	}
+	var sqlErr error
+	for {
+		typ, body, err := c.R.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("reading reply: %w", err)
+		}
+		switch typ {
+		case wire.MsgErrorResponse:
+			sqlErr = DecodeError(body)
+		case wire.MsgParameterStatus:
+			if name, value, ok := wire.ParseParameterStatus(body); ok {
+				c.Params[name] = value
+			}
+		case wire.MsgReadyForQuery:
+			if len(body) != 1 || body[0] != wire.TxIdle {
+				return fmt.Errorf("server left a transaction open after %q", sql)
+			}
+			return sqlErr
+		}
+	}
+}
+
+// DecodeError turns an ErrorResponse body into a *wire.Error carrying the
+// server's own severity, SQLSTATE and texts.
+func DecodeError(body []byte) *wire.Error {
+	var m pgproto3.ErrorResponse
+	if err := m.Decode(body); err != nil {
+		return wire.Errorf(wire.CodeProtocolViolation, "malformed error from server")
+	}
+	sev := m.SeverityUnlocalized
+	if sev == "" {
+		sev = m.Severity
+	}
+	return &wire.Error{Severity: sev, Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint, Err: ErrServer}
+}
+
+// alive reports whether an idle connection is still usable: nothing is
+// buffered and the socket has neither unread data (such as the FATAL a
+// terminated backend sends) nor end of file. It costs one non-blocking
+// recv(MSG_PEEK).
+func (c *Conn) alive() bool {
+	if c.broken.Load() || c.R.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.netConn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var buf [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
+		return true
+	})
+	return err == nil && ok
+}
+
+// SetDeadline sets the read and write deadlines of the underlying connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.netConn.SetDeadline(t) }
+
+// Sync sends a Sync, discards the replies to whatever was pending, and
+// returns the transaction status of the final ReadyForQuery.
+func (c *Conn) Sync() (byte, error) {
+	if err := c.W.WriteMessage(wire.AppendSync(nil)); err != nil {
+		return 0, err
+	}
+	for {
+		typ, body, err := c.R.ReadMessage()
+		if err != nil {
+			return 0, err
+		}
+		switch typ {
+		case wire.MsgParameterStatus:
+			if name, value, ok := wire.ParseParameterStatus(body); ok {
+				c.Params[name] = value
+			}
+		case wire.MsgReadyForQuery:
+			if len(body) == 1 {
+				return body[0], nil
+			}
+			return 0, wire.ErrBadLength
+		}
+	}
+}
+
+// ForgetSetParams drops the parameters Sluice set that the server does not
+// report, after DISCARD ALL or RESET ALL restored their defaults.
+func (c *Conn) ForgetSetParams() {
+	for name := range c.Params {
+		if _, ok := c.Reported[name]; !ok {
+			delete(c.Params, name)
+		}
+	}
+}

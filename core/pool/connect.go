@@ -1,0 +1,132 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/sluicedb/sluice/core/auth"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// Endpoint says how to open server connections for one pool.
+type Endpoint struct {
+	// Addr is the server's host:port.
+	Addr string
+	// Database and User are sent in the StartupMessage; Password answers
+	// the server's authentication request (trust, cleartext, md5, SCRAM).
+	Database, User, Password string
+	// InitQuery, when set, runs once on every new connection.
+	InitQuery string
+	// ConnectTimeout bounds dialling, authentication and InitQuery.
+	ConnectTimeout time.Duration
+}
+
+// ErrConnect wraps failures to reach or log in to a server.
+var ErrConnect = errors.New("cannot connect to server")
+
+// Connect opens and authenticates a new server connection. PostgreSQL's own
+// errors (unknown database, failed login) come back as *wire.Error values
+// that may be shown to the client; network failures as a generic 08006.
+func Connect(ctx context.Context, ep Endpoint) (*Conn, error) {
+	if ep.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ep.ConnectTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", ep.Addr)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeConnectionFailure, "sluice could not connect to the database server").
+			Wrap(fmt.Errorf("%w: dialing %s: %v", ErrConnect, ep.Addr, err))
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetKeepAlive(true)
+		tc.SetKeepAlivePeriod(30 * time.Second)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	defer stop()
+
+	c := &Conn{
+		R:        wire.NewReader(nc),
+		W:        wire.NewWriter(nc),
+		Params:   make(map[string]string, 16),
+		Reported: make(map[string]string, 16),
+		netConn:  nc,
+		addr:     ep.Addr,
+		created:  time.Now(),
+	}
+	if err := c.login(ep); err != nil {
+		nc.Close()
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return nil, we
+		}
+		return nil, wire.Errorf(wire.CodeConnectionFailure, "sluice could not connect to the database server").
+			Wrap(fmt.Errorf("%w: %s: %v", ErrConnect, ep.Addr, err))
+	}
+	if !stop() {
+		nc.Close()
+		return nil, wire.Errorf(wire.CodeConnectionFailure, "timed out connecting to the database server").
+			Wrap(fmt.Errorf("%w: %s: %v", ErrConnect, ep.Addr, ctx.Err()))
+	}
+	nc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// transport adapts a Conn to auth.Transport.
+type transport struct{ c *Conn }
+
+func (t transport) ReadMessage() (byte, []byte, error) { return t.c.R.ReadMessage() }
+func (t transport) WriteMessage(b []byte) error        { return t.c.W.WriteMessage(b) }
+
+func (c *Conn) login(ep Endpoint) error {
+	startup := wire.EncodeStartup(nil, []wire.Param{{Name: "user", Value: ep.User}, {Name: "database", Value: ep.Database}})
+	if err := c.W.WriteMessage(startup); err != nil {
+		return err
+	}
+	if err := auth.AuthenticateToServer(transport{c}, ep.User, ep.Password); err != nil {
+		var se *auth.ServerError
+		if errors.As(err, &se) {
+			return &wire.Error{Severity: se.Severity, Code: se.Code, Message: se.Message, Err: ErrServer}
+		}
+		return err
+	}
+	for {
+		typ, body, err := c.R.ReadMessage()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case wire.MsgParameterStatus:
+			if name, value, ok := wire.ParseParameterStatus(body); ok {
+				c.Params[name] = value
+				c.Reported[name] = value
+			}
+		case wire.MsgBackendKeyData:
+			if len(body) == 8 {
+				c.ProcessID = be32(body)
+				c.SecretKey = be32(body[4:])
+			}
+		case wire.MsgErrorResponse:
+			return DecodeError(body)
+		case wire.MsgReadyForQuery:
+			if ep.InitQuery != "" {
+				if err := c.Exec(ep.InitQuery); err != nil {
+					return fmt.Errorf("init_query: %w", err)
+				}
+			}
+			return nil
+		}
+	}
+}
+
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

@@ -1,0 +1,337 @@
+// Package pool owns Sluice's server connections: one Pool per (server
+// endpoint, database, backend user). Borrowers wait first come, first served
+// up to the borrow timeout; connections are opened on demand up to
+// MaxConnections, kept idle up to MaxIdleConnections, and closed when they
+// are broken, idle too long or older than their lifetime.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// Settings are a pool's limits and timeouts. A Pool's settings may be
+// replaced at any time with SetSettings (configuration reload).
+type Settings struct {
+	MaxConnections     int
+	MaxIdleConnections int
+	BorrowTimeout      time.Duration
+	IdleTimeout        time.Duration // close connections idle longer; 0 keeps them
+	Lifetime           time.Duration // close connections older; 0 keeps them
+}
+
+// ErrClosed is returned by Borrow on a closed pool.
+var ErrClosed = errors.New("pool closed")
+
+// ErrBorrowTimeout is wrapped by the error Borrow returns when no
+// connection became free within the borrow timeout.
+var ErrBorrowTimeout = errors.New("borrow timeout")
+
+// DialFunc opens a new server connection for the pool.
+type DialFunc func(ctx context.Context) (*Conn, error)
+
+// Stats is a snapshot of a pool's counters.
+type Stats struct {
+	Open, Idle, Borrowed, Waiting        int
+	Borrows, Timeouts, Dials, DialErrors uint64
+}
+
+// Pool holds the server connections of one endpoint, database and user.
+// It is safe for concurrent use. The owner must call Close.
+type Pool struct {
+	name string
+	dial DialFunc
+	log  *zap.Logger
+
+	mu       sync.Mutex
+	settings Settings
+	idle     []*Conn // most recently returned last
+	open     int     // idle + borrowed + being dialled
+	waiters  waitQueue
+	closed   bool
+	stats    Stats
+}
+
+// New returns an empty pool. name identifies the pool in client-facing
+// errors and logs; it must not contain addresses or credentials.
+func New(name string, dial DialFunc, s Settings, log *zap.Logger) *Pool {
+	return &Pool{name: name, dial: dial, settings: s, log: log}
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// SetSettings replaces the pool's settings. A larger MaxConnections lets
+// waiting borrowers dial at once; a smaller one closes connections as they
+// come back until the pool fits.
+func (p *Pool) SetSettings(s Settings) {
+	p.mu.Lock()
+	p.settings = s
+	for len(p.idle) > 0 && p.open > s.MaxConnections {
+		c := p.idle[0]
+		p.idle = p.idle[1:]
+		p.open--
+		go c.Close()
+	}
+	p.grantLocked()
+	p.mu.Unlock()
+}
+
+// Borrow returns a connection for the caller's exclusive use, opening one
+// if the pool has room, else waiting up to the borrow timeout. The caller
+// must hand it back with Return (or Discard when it is unusable). A timeout
+// is reported as a *wire.Error with SQLSTATE 53300 naming the pool.
+func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p.stats.Borrows++
+	for len(p.idle) > 0 {
+		c := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if c.alive() && !p.expiredLocked(c, time.Now()) {
+			p.mu.Unlock()
+			return c, nil
+		}
+		p.open--
+		go c.Close()
+	}
+	if p.open < p.settings.MaxConnections && p.waiters.len == 0 {
+		p.open++
+		p.mu.Unlock()
+		return p.dialConn(ctx)
+	}
+	timeout := p.settings.BorrowTimeout
+	w := p.waiters.push()
+	p.mu.Unlock()
+
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case g := <-w.ch:
+		return p.take(ctx, g)
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if !p.waiters.remove(w) {
+		// Granted while we gave up: take it and give it back properly.
+		p.mu.Unlock()
+		g := <-w.ch
+		if g.conn != nil {
+			p.Return(g.conn)
+		} else {
+			p.release()
+		}
+	} else {
+		p.stats.Timeouts++
+		p.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, wire.Errorf(wire.CodeTooManyConnections,
+		"timed out after %s waiting for a server connection in pool %s", timeout, p.name).
+		Wrap(ErrBorrowTimeout)
+}
+
+func (p *Pool) take(ctx context.Context, g grant) (*Conn, error) {
+	if g.conn != nil {
+		return g.conn, nil
+	}
+	return p.dialConn(ctx)
+}
+
+// dialConn opens a connection in a slot already counted in p.open.
+func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
+	c, err := p.dial(ctx)
+	p.mu.Lock()
+	p.stats.Dials++
+	if err != nil {
+		p.stats.DialErrors++
+		p.open--
+		p.grantLocked()
+		p.mu.Unlock()
+		return nil, err
+	}
+	c.pool = p
+	p.mu.Unlock()
+	return c, nil
+}
+
+// Return hands a borrowed connection back. The connection must be idle (last
+// ReadyForQuery status 'I', nothing in flight); a broken or expired one is
+// closed instead. The next waiting borrower, if any, receives it directly.
+func (p *Pool) Return(c *Conn) {
+	p.mu.Lock()
+	now := time.Now()
+	if p.closed || c.Broken() || p.expiredLocked(c, now) || p.open > p.settings.MaxConnections {
+		p.open--
+		p.grantLocked()
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	if w := p.waiters.pop(); w != nil {
+		p.mu.Unlock()
+		w.ch <- grant{conn: c}
+		return
+	}
+	if len(p.idle) >= p.settings.MaxIdleConnections {
+		p.open--
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	c.idleSince = now
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// Discard closes a borrowed connection that must not be reused and frees
+// its slot.
+func (p *Pool) Discard(c *Conn) {
+	c.MarkBroken()
+	p.Return(c)
+}
+
+// release frees a slot granted for dialling but not used.
+func (p *Pool) release() {
+	p.mu.Lock()
+	p.open--
+	p.grantLocked()
+	p.mu.Unlock()
+}
+
+// grantLocked lets waiting borrowers dial while the pool has room.
+func (p *Pool) grantLocked() {
+	for p.waiters.len > 0 && p.open < p.settings.MaxConnections && !p.closed {
+		w := p.waiters.pop()
+		p.open++
+		w.ch <- grant{}
+	}
+}
+
+func (p *Pool) expiredLocked(c *Conn, now time.Time) bool {
+	return p.settings.Lifetime > 0 && now.Sub(c.created) > p.settings.Lifetime
+}
+
+// Reap closes idle connections past the idle timeout or lifetime. The
+// owner calls it periodically.
+func (p *Pool) Reap(now time.Time) {
+	p.mu.Lock()
+	kept := p.idle[:0]
+	var doomed []*Conn
+	for _, c := range p.idle {
+		if p.expiredLocked(c, now) || (p.settings.IdleTimeout > 0 && now.Sub(c.idleSince) > p.settings.IdleTimeout) {
+			doomed = append(doomed, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	for i := len(kept); i < len(p.idle); i++ {
+		p.idle[i] = nil
+	}
+	p.idle = kept
+	p.open -= len(doomed)
+	p.grantLocked()
+	p.mu.Unlock()
+	for _, c := range doomed {
+		c.Close()
+	}
+}
+
+// Stats returns a snapshot of the pool's counters.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Open = p.open
+	s.Idle = len(p.idle)
+	s.Waiting = p.waiters.len
+	s.Borrowed = p.open - s.Idle
+	return s
+}
+
+// Close closes idle connections and makes later Borrow calls fail; borrowed
+// connections are closed as they come back. Waiting borrowers time out.
+// Close is idempotent.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.open -= len(idle)
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+func (p *Pool) String() string { return fmt.Sprintf("pool %s", p.name) }
+
+// grant is what a waiting borrower receives: a connection, or (conn nil)
+// a reserved slot to dial one.
+type grant struct{ conn *Conn }
+
+type waiter struct {
+	ch         chan grant
+	next, prev *waiter
+	queued     bool
+}
+
+// waitQueue is a FIFO of waiting borrowers with O(1) removal on timeout.
+type waitQueue struct {
+	head, tail *waiter
+	len        int
+}
+
+func (q *waitQueue) push() *waiter {
+	w := &waiter{ch: make(chan grant, 1), queued: true, prev: q.tail}
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.len++
+	return w
+}
+
+func (q *waitQueue) pop() *waiter {
+	w := q.head
+	if w == nil {
+		return nil
+	}
+	q.remove(w)
+	return w
+}
+
+// remove unlinks w and reports whether it was still queued.
+func (q *waitQueue) remove(w *waiter) bool {
+	if !w.queued {
+		return false
+	}
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.next, w.prev, w.queued = nil, nil, false
+	q.len--
+	return true
+}

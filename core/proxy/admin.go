@@ -1,0 +1,35 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/sluicedb/sluice/core/pool"
+)
+
+// adminHandler serves the admin HTTP endpoints: /healthz answers 200 while
+// the proxy accepts clients; /pools lists each pool's counters.
+func (p *Proxy) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			http.Error(w, "shutting down\n", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /pools", func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		out := make(map[string]pool.Stats, len(p.pools))
+		for _, pl := range p.pools {
+			out[pl.Name()] = pl.Stats()
+		}
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+	})
+	return mux
+}

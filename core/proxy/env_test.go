@@ -1,0 +1,177 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/sluicedb/sluice/core/config"
+	"github.com/sluicedb/sluice/core/pgtest"
+	"github.com/sluicedb/sluice/core/proxy"
+)
+
+// Test credentials: the client-facing user and the role Sluice uses on the server.
+const (
+	appUser     = "app"
+	appPassword = "app-secret"
+	backendPass = "backend-secret"
+)
+
+// testEnv is a real PostgreSQL server with Sluice in front of it.
+type testEnv struct {
+	t     testing.TB
+	pg    *pgtest.Server
+	proxy *proxy.Proxy
+	addr  string
+	cfg   string
+	done  chan struct{}
+	stop  context.CancelFunc
+}
+
+// envOptions tunes newEnv.
+type envOptions struct {
+	pool     string // extra lines inside the pool block
+	listen   string // extra lines inside the listen block
+	auth     string // auth method
+	pg       pgtest.Options
+	noServe  bool
+}
+
+// newEnv starts PostgreSQL with role "app" (password backendPass) and a
+// proxy in front of it whose client user "app" has password appPassword.
+func newEnv(t testing.TB, o envOptions) *testEnv {
+	t.Helper()
+	pgtest.RequireBinaries(t)
+	if o.pg.Settings == nil {
+		o.pg.Settings = map[string]string{"max_connections": "200"}
+	}
+	pg := pgtest.Start(t, o.pg)
+	ctx := context.Background()
+	if err := pg.CreateRole(ctx, appUser, backendPass); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.CreateDatabase(ctx, "appdb", appUser); err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{t: t, pg: pg}
+	if o.auth == "" {
+		o.auth = "scram-sha-256"
+	}
+	e.cfg = fmt.Sprintf(`
+listen "main" {
+  address = "127.0.0.1:%d"
+  cluster = "main"
+  %s
+}
+pool {
+  %s
+}
+cluster "main" {
+  writer = %q
+}
+auth {
+  method = %q
+  user "app" {
+    password         = %q
+    backend_user     = "app"
+    backend_password = %q
+  }
+}
+log {
+  level = "debug"
+}
+shutdown_timeout = "5s"
+`, freePort(t), o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass)
+	cfg, err := config.Parse([]byte(e.cfg), nil)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, e.cfg)
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	p, err := proxy.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy = p
+	e.addr = p.Addr("main").String()
+	sctx, cancel := context.WithCancel(context.Background())
+	e.stop = cancel
+	e.done = make(chan struct{})
+	go func() {
+		defer close(e.done)
+		p.Serve(sctx)
+	}()
+	t.Cleanup(e.close)
+	return e
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// close shuts the proxy down and waits for it.
+func (e *testEnv) close() {
+	e.stop()
+	select {
+	case <-e.done:
+	case <-time.After(30 * time.Second):
+		e.t.Errorf("proxy did not shut down within 30s")
+	}
+}
+
+// url returns a connection string through Sluice.
+func (e *testEnv) url(extra ...string) string {
+	host, port, _ := strings.Cut(e.addr, ":")
+	u := fmt.Sprintf("postgres://%s:%s@%s:%s/appdb?sslmode=disable", appUser, appPassword, host, port)
+	for _, x := range extra {
+		u += "&" + x
+	}
+	return u
+}
+
+// connect opens a pgx connection through Sluice.
+func (e *testEnv) connect(t testing.TB, extra ...string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, e.url(extra...))
+	if err != nil {
+		t.Fatalf("connect through sluice: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// superuser opens a direct connection to PostgreSQL as the superuser.
+func (e *testEnv) superuser(t testing.TB) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), e.pg.SuperuserConnString("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// serverConns counts the connections role "app" has open on PostgreSQL.
+func (e *testEnv) serverConns(t testing.TB, su *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := su.QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = 'app'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicedb/sluice/core/auth"
+	"github.com/sluicedb/sluice/core/config"
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/session"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// handle serves one accepted connection: TLS and startup negotiation, then
+// a cancel request or a session.
+func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
+	st0 := p.state.Load()
+	var lc config.Listener
+	for _, c := range st0.cfg.Listeners {
+		if c.Name == l.name {
+			lc = c
+		}
+	}
+	nc.SetDeadline(time.Now().Add(startupTimeout))
+	conn, startup, err := p.negotiate(nc, st0.tls[l.name])
+	if err != nil {
+		p.log.Debug("startup failed", zap.String("client", nc.RemoteAddr().String()), zap.Error(err))
+		if we, ok := err.(*wire.Error); ok {
+			conn.Write(we.Encode(nil))
+		}
+		conn.Close()
+		return
+	}
+	if startup.Kind == wire.KindCancel {
+		conn.Close()
+		p.cancel(ctx, startup.ProcessID, startup.SecretKey)
+		return
+	}
+	if _, isTLS := conn.(*tls.Conn); lc.RequireTLS && !isTLS {
+		we := wire.Fatalf(wire.CodeInvalidAuthorization, "sluice requires TLS: connect with sslmode=require or stronger")
+		conn.Write(we.Encode(nil))
+		conn.Close()
+		return
+	}
+
+	mode := session.ModeTransaction
+	if st0.cfg.Pool.Mode == config.ModeSession {
+		mode = session.ModeSession
+	}
+	cluster := l.cluster
+	env := &session.Env{
+		Mode:       mode,
+		AuthMethod: auth.Method(st0.cfg.Auth.Method),
+		LookupUser: func(name string) *session.User { return p.state.Load().users[name] },
+		Pool: func(u *session.User, database string) (*pool.Pool, error) {
+			return p.poolFor(cluster, u, database)
+		},
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+	}
+	key := p.newKey()
+	s := session.New(p.nextID.Add(1), conn, startup, key, env, p.log)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		conn.Write(wire.Fatalf(wire.CodeCannotConnectNow, "the proxy is shutting down").Encode(nil))
+		conn.Close()
+		return
+	}
+	p.sessions[key.ProcessID] = s
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.sessions, key.ProcessID)
+		p.mu.Unlock()
+	}()
+	s.Serve(ctx)
+}
+
+// negotiate reads startup packets until a StartupMessage or CancelRequest,
+// answering SSLRequest (with a TLS handshake when the listener has TLS)
+// and GSSENCRequest ('N': Sluice does not do GSSAPI encryption).
+func (p *Proxy) negotiate(nc net.Conn, tc *tls.Config) (net.Conn, *wire.Startup, error) {
+	conn := nc
+	for i := 0; i < 3; i++ {
+		st, err := wire.ReadStartup(conn)
+		if err != nil {
+			return conn, nil, wire.Fatalf(wire.CodeProtocolViolation, "invalid startup packet").Wrap(err)
+		}
+		switch st.Kind {
+		case wire.KindStartup, wire.KindCancel:
+			return conn, st, nil
+		case wire.KindGSSENCRequest:
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return conn, nil, err
+			}
+		case wire.KindSSLRequest:
+			if _, isTLS := conn.(*tls.Conn); isTLS || tc == nil {
+				if isTLS {
+					return conn, nil, wire.Fatalf(wire.CodeProtocolViolation, "SSLRequest inside TLS")
+				}
+				if _, err := conn.Write([]byte{'N'}); err != nil {
+					return conn, nil, err
+				}
+				continue
+			}
+			if _, err := conn.Write([]byte{'S'}); err != nil {
+				return conn, nil, err
+			}
+			// ReadStartup consumed nothing beyond the request, so any
+			// plaintext a client sent early goes to the handshake and fails it.
+			tlsConn := tls.Server(nc, tc)
+			if err := tlsConn.Handshake(); err != nil {
+				return nc, nil, err
+			}
+			conn = tlsConn
+		}
+	}
+	return conn, nil, wire.Fatalf(wire.CodeProtocolViolation, "too many startup negotiation packets")
+}

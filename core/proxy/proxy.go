@@ -1,0 +1,437 @@
+// Package proxy runs Sluice: it listens for PostgreSQL clients, negotiates
+// TLS and the startup packet, answers cancel requests, runs a session per
+// client against the pools it owns, serves the admin HTTP endpoint, and
+// reloads or shuts down on request. A Go program can embed it:
+//
+//	p, err := proxy.New(cfg, logger)
+//	...
+//	err = p.Serve(ctx) // until ctx ends, then a graceful shutdown
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicedb/sluice/core/auth"
+	"github.com/sluicedb/sluice/core/config"
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/session"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// startupTimeout bounds the startup packet, TLS handshake and
+// authentication of a client, as PostgreSQL's authentication_timeout.
+const startupTimeout = 60 * time.Second
+
+// state is the part of the proxy a reload replaces as a whole.
+type state struct {
+	cfg   *config.Config
+	users map[string]*session.User
+	tls   map[string]*tls.Config // by listener name
+}
+
+// Proxy is a running Sluice. It is safe for concurrent use. The owner must
+// call Close (or let Serve return) to release its listeners and
+// connections.
+type Proxy struct {
+	log   *zap.Logger
+	state atomic.Pointer[state]
+
+	listeners []*listener
+	admin     *http.Server
+	adminLn   net.Listener
+
+	mu       sync.Mutex
+	pools    map[poolKey]*pool.Pool
+	sessions map[uint32]*session.Session // by the ProcessID given to the client
+	closed   bool
+
+	nextID    atomic.Uint64
+	conns     sync.WaitGroup // sessions and cancel handlers
+	loops     sync.WaitGroup // accept loops and the sweeper
+	stop      chan struct{}
+	closeOnce sync.Once
+}
+
+type listener struct {
+	name    string
+	cluster string
+	ln      net.Listener
+}
+
+type poolKey struct{ addr, database, user string }
+
+// New validates cfg, resolves its secrets and binds its listeners, so that
+// Addr is known when it returns. Nothing is served until Serve.
+func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
+	st, err := newState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		log:      log,
+		pools:    make(map[poolKey]*pool.Pool),
+		sessions: make(map[uint32]*session.Session),
+		stop:     make(chan struct{}),
+	}
+	p.state.Store(st)
+	for _, lc := range cfg.Listeners {
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			p.closeListeners()
+			return nil, fmt.Errorf("listen %q: %w", lc.Name, err)
+		}
+		p.listeners = append(p.listeners, &listener{name: lc.Name, cluster: lc.Cluster, ln: ln})
+	}
+	if cfg.Admin.Address != "" {
+		ln, err := net.Listen("tcp", cfg.Admin.Address)
+		if err != nil {
+			p.closeListeners()
+			return nil, fmt.Errorf("admin: %w", err)
+		}
+		p.adminLn = ln
+		p.admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return p, nil
+}
+
+// newState resolves the users' secrets and loads the TLS certificates.
+func newState(cfg *config.Config) (*state, error) {
+	st := &state{cfg: cfg, users: make(map[string]*session.User), tls: make(map[string]*tls.Config)}
+	method := auth.Method(cfg.Auth.Method)
+	for name, u := range cfg.Auth.Users {
+		su := &session.User{BackendUser: u.BackendUser}
+		if su.BackendUser == "" {
+			su.BackendUser = name
+		}
+		if u.Password != "" {
+			raw, err := auth.ResolveReference(u.Password, os.Getenv)
+			if err != nil {
+				return nil, fmt.Errorf("auth.user %q.password: %w", name, err)
+			}
+			sec, err := auth.ParseSecret(raw)
+			if err != nil {
+				return nil, fmt.Errorf("auth.user %q.password: %w", name, err)
+			}
+			if !sec.Supports(method) {
+				return nil, fmt.Errorf("auth.user %q.password: this form of secret cannot be used with method %q", name, method)
+			}
+			su.Secret = &sec
+		}
+		if u.BackendPassword != "" {
+			pw, err := auth.ResolveReference(u.BackendPassword, os.Getenv)
+			if err != nil {
+				return nil, fmt.Errorf("auth.user %q.backend_password: %w", name, err)
+			}
+			su.BackendPassword = pw
+		}
+		st.users[name] = su
+	}
+	for _, lc := range cfg.Listeners {
+		if lc.TLS == nil {
+			continue
+		}
+		cert, err := tls.LoadX509KeyPair(lc.TLS.CertFile, lc.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("listen %q.tls: %w", lc.Name, err)
+		}
+		st.tls[lc.Name] = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return st, nil
+}
+
+// Addr returns the address of the named listener, or nil.
+func (p *Proxy) Addr(name string) net.Addr {
+	for _, l := range p.listeners {
+		if l.name == name {
+			return l.ln.Addr()
+		}
+	}
+	return nil
+}
+
+// AdminAddr returns the admin HTTP listener's address, or nil.
+func (p *Proxy) AdminAddr() net.Addr {
+	if p.adminLn == nil {
+		return nil
+	}
+	return p.adminLn.Addr()
+}
+
+// Serve accepts clients until ctx ends or Close is called. When ctx ends it
+// shuts down gracefully: it stops accepting, lets transactions finish for
+// up to shutdown_timeout, then closes everything. Serve returns nil after a
+// shutdown.
+func (p *Proxy) Serve(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, l := range p.listeners {
+		p.loops.Add(1)
+		go p.acceptLoop(sctx, l)
+	}
+	if p.admin != nil {
+		p.loops.Add(1)
+		go func() {
+			defer p.loops.Done()
+			if err := p.admin.Serve(p.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("admin listener failed", zap.Error(err))
+			}
+		}()
+	}
+	p.loops.Add(1)
+	go p.sweep()
+	p.log.Info("sluice serving", zap.Int("listeners", len(p.listeners)))
+
+	select {
+	case <-ctx.Done():
+	case <-p.stop:
+	}
+	timeout := p.state.Load().cfg.ShutdownTimeout
+	sd, cancelSD := context.WithTimeout(context.Background(), timeout)
+	defer cancelSD()
+	p.Shutdown(sd)
+	return nil
+}
+
+func (p *Proxy) acceptLoop(ctx context.Context, l *listener) {
+	defer p.loops.Done()
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			p.log.Warn("accept failed", zap.String("listener", l.name), zap.Error(err))
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-p.stop:
+				return
+			}
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			nc.Close()
+			return
+		}
+		p.conns.Add(1)
+		p.mu.Unlock()
+		go func() {
+			defer p.conns.Done()
+			p.handle(ctx, l, nc)
+		}()
+	}
+}
+
+// Shutdown stops accepting clients, ends idle sessions at once and the
+// others at the end of their transaction, and waits for them until ctx
+// ends; then it closes whatever remains. It is idempotent.
+func (p *Proxy) Shutdown(ctx context.Context) {
+	p.closeListeners()
+	bye := wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command")
+	p.mu.Lock()
+	p.closed = true
+	for _, s := range p.sessions {
+		s.Kill(bye)
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.log.Warn("shutdown timeout reached; closing remaining sessions")
+	}
+	p.Close()
+}
+
+// Close closes listeners, sessions and pools at once. It is idempotent and
+// waits for every goroutine the proxy started.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() {
+		close(p.stop)
+		p.closeListeners()
+		if p.admin != nil {
+			p.admin.Close()
+		}
+		p.mu.Lock()
+		p.closed = true
+		for _, s := range p.sessions {
+			s.Close()
+		}
+		p.mu.Unlock()
+		p.conns.Wait()
+		p.loops.Wait()
+		p.mu.Lock()
+		for _, pl := range p.pools {
+			pl.Close()
+		}
+		p.mu.Unlock()
+	})
+	return nil
+}
+
+func (p *Proxy) closeListeners() {
+	for _, l := range p.listeners {
+		l.ln.Close()
+	}
+}
+
+// Reload replaces the configuration: pool limits and timeouts, users,
+// authentication and TLS settings take effect without dropping a client;
+// sessions keep the pool they have. Listener addresses cannot change
+// without a restart. An invalid configuration is rejected and the old one
+// stays.
+func (p *Proxy) Reload(cfg *config.Config) error {
+	old := p.state.Load().cfg
+	if len(cfg.Listeners) != len(old.Listeners) {
+		return errors.New("reload: listeners cannot be added or removed without a restart")
+	}
+	for i, l := range cfg.Listeners {
+		if l.Name != old.Listeners[i].Name || l.Address != old.Listeners[i].Address {
+			return fmt.Errorf("reload: listen %q: address and name cannot change without a restart", l.Name)
+		}
+	}
+	st, err := newState(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	p.state.Store(st)
+	ps := poolSettings(cfg)
+	p.mu.Lock()
+	for _, pl := range p.pools {
+		pl.SetSettings(ps)
+	}
+	p.mu.Unlock()
+	for i, l := range cfg.Listeners {
+		p.listeners[i].cluster = l.Cluster
+	}
+	p.log.Info("configuration reloaded", zap.Int("max_connections", cfg.Pool.MaxConnections))
+	return nil
+}
+
+func poolSettings(cfg *config.Config) pool.Settings {
+	return pool.Settings{
+		MaxConnections:     cfg.Pool.MaxConnections,
+		MaxIdleConnections: cfg.Pool.MaxIdleConnections,
+		BorrowTimeout:      cfg.Pool.BorrowTimeout,
+		IdleTimeout:        cfg.Pool.ServerIdleTimeout,
+		Lifetime:           cfg.Pool.ServerLifetime,
+	}
+}
+
+// poolFor returns (creating on first use) the pool of a cluster's writer
+// for a backend user and database.
+func (p *Proxy) poolFor(clusterName string, u *session.User, database string) (*pool.Pool, error) {
+	st := p.state.Load()
+	cl, ok := st.cfg.Clusters[clusterName]
+	if !ok {
+		return nil, wire.Fatalf(wire.CodeConnectionFailure, "cluster %q is not configured", clusterName)
+	}
+	key := poolKey{addr: cl.Writer, database: database, user: u.BackendUser}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command")
+	}
+	if pl, ok := p.pools[key]; ok {
+		return pl, nil
+	}
+	ep := pool.Endpoint{
+		Addr: cl.Writer, Database: database, User: u.BackendUser, Password: u.BackendPassword,
+		InitQuery: st.cfg.Pool.InitQuery, ConnectTimeout: st.cfg.Pool.ConnectTimeout,
+	}
+	name := fmt.Sprintf("%q (user %q, database %q)", clusterName, u.BackendUser, database)
+	pl := pool.New(name, func(ctx context.Context) (*pool.Conn, error) { return pool.Connect(ctx, ep) },
+		poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
+	p.pools[key] = pl
+	return pl, nil
+}
+
+// register gives a new session a unique, random BackendKeyData.
+func (p *Proxy) newKey() session.Key {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		k := session.Key{ProcessID: binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, SecretKey: binary.BigEndian.Uint32(b[4:])}
+		if k.ProcessID == 0 {
+			continue
+		}
+		p.mu.Lock()
+		_, taken := p.sessions[k.ProcessID]
+		p.mu.Unlock()
+		if !taken {
+			return k
+		}
+	}
+}
+
+// cancel forwards a client's CancelRequest to the session it names, if the
+// secret matches; anything else is dropped silently, as PostgreSQL does.
+func (p *Proxy) cancel(ctx context.Context, pid, secret uint32) {
+	p.mu.Lock()
+	s := p.sessions[pid]
+	p.mu.Unlock()
+	if s == nil {
+		return
+	}
+	var want, got [4]byte
+	binary.BigEndian.PutUint32(want[:], s.Key().SecretKey)
+	binary.BigEndian.PutUint32(got[:], secret)
+	if subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
+		p.log.Info("cancel request with a wrong key ignored")
+		return
+	}
+	s.Cancel(ctx)
+}
+
+// sweep reaps idle server connections and ends clients idle longer than
+// idle_client_timeout.
+func (p *Proxy) sweep() {
+	defer p.loops.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	idleErr := wire.Fatalf(wire.CodeIdleSessionTimeout, "terminating connection due to idle-session timeout")
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			timeout := p.state.Load().cfg.Pool.IdleClientTimeout
+			p.mu.Lock()
+			pools := make([]*pool.Pool, 0, len(p.pools))
+			for _, pl := range p.pools {
+				pools = append(pools, pl)
+			}
+			var idle []*session.Session
+			if timeout > 0 {
+				for _, s := range p.sessions {
+					if since, free := s.IdleSince(); free && now.Sub(since) > timeout {
+						idle = append(idle, s)
+					}
+				}
+			}
+			p.mu.Unlock()
+			for _, pl := range pools {
+				pl.Reap(now)
+			}
+			for _, s := range idle {
+				s.Kill(idleErr)
+			}
+		}
+	}
+}

@@ -1,0 +1,458 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// writeGrace bounds the last writes to a client that is being disconnected,
+// and resetTimeout the clean-up of a server connection a client left.
+const (
+	writeGrace   = 2 * time.Second
+	resetTimeout = 5 * time.Second
+)
+
+func timeNowPlus(d time.Duration) time.Time { return time.Now().Add(d) }
+
+// errQuiet ends a session without a further error: the client has already
+// received the server's FATAL.
+var errQuiet = errors.New("server connection ended after a FATAL error")
+
+// relay is the client loop: it reads client messages, borrows a server
+// connection when one is needed and forwards the messages to it.
+func (s *Session) relay(ctx context.Context) error {
+	discarding := false // after a failed borrow in an extended-protocol batch: skip to Sync
+	for {
+		typ, n, err := s.cr.PeekHeader()
+		if err != nil {
+			return s.readFailed(err)
+		}
+		s.lastActive.Store(time.Now().UnixNano())
+		switch typ {
+		case wire.MsgTerminate:
+			return nil
+		case wire.MsgQuery, wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose,
+			wire.MsgSync, wire.MsgFlush, wire.MsgFunctionCall, wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+		default:
+			return wire.Fatalf(wire.CodeProtocolViolation, "invalid frontend message type %d", typ)
+		}
+		if discarding {
+			if err := s.cr.Skip(n); err != nil {
+				return err
+			}
+			if typ == wire.MsgSync {
+				discarding = false
+				if err := s.cw.WriteMessage(wire.AppendReadyForQuery(nil, wire.TxIdle)); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		named := false
+		if typ == wire.MsgParse && n > 0 {
+			b, err := s.cr.PeekBody(1)
+			if err != nil {
+				return err
+			}
+			named = b[0] != 0
+		}
+		srv, local, err := s.acquire(ctx, typ, named)
+		if err != nil {
+			var we *wire.Error
+			if !errors.As(err, &we) || we.Fatal() {
+				return err
+			}
+			// Answer as PostgreSQL answers a failed statement; the session goes on.
+			if err := s.cr.Skip(n); err != nil {
+				return err
+			}
+			out := we.Encode(nil)
+			switch typ {
+			case wire.MsgQuery, wire.MsgFunctionCall, wire.MsgSync:
+				out = wire.AppendReadyForQuery(out, wire.TxIdle)
+			default:
+				discarding = true
+			}
+			if err := s.cw.WriteMessage(out); err != nil {
+				return err
+			}
+			continue
+		}
+		if local {
+			if err := s.answerLocally(typ, n); err != nil {
+				return err
+			}
+			continue
+		}
+		if s.cr.Buffered() < wire.HeaderLen+n {
+			// The rest of this message is still on its way: let the server
+			// work on what came before it meanwhile.
+			if err := srv.W.Flush(); err != nil {
+				return s.serverWriteFailed(srv, err)
+			}
+		}
+		if err := s.cr.Forward(srv.W, n); err != nil {
+			if errors.Is(err, wire.ErrWrite) {
+				return s.serverWriteFailed(srv, err)
+			}
+			return err // the client went away mid-message; cleanup discards srv
+		}
+		if s.cr.Buffered() < wire.HeaderLen {
+			if err := srv.W.Flush(); err != nil {
+				return s.serverWriteFailed(srv, err)
+			}
+			s.endWrite()
+		}
+	}
+}
+
+// answerLocally handles a message that needs no server connection when the
+// client holds none, as PostgreSQL would answer it: Sync gets
+// ReadyForQuery; Flush and stray COPY messages are ignored.
+func (s *Session) answerLocally(typ byte, n int) error {
+	if err := s.cr.Skip(n); err != nil {
+		return err
+	}
+	if typ == wire.MsgSync {
+		return s.cw.WriteMessage(wire.AppendReadyForQuery(nil, wire.TxIdle))
+	}
+	return nil
+}
+
+// acquire returns the server connection for the next client message,
+// borrowing one if the client holds none, and accounts for the message. It
+// reports local when the message is answered without a server.
+func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.Conn, local bool, err error) {
+	s.mu.Lock()
+	if s.server == nil {
+		if s.killErr != nil {
+			err := s.killErr
+			s.mu.Unlock()
+			return nil, false, err
+		}
+		s.mu.Unlock()
+		switch typ {
+		case wire.MsgSync, wire.MsgFlush, wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+			return nil, true, nil
+		}
+		if err := s.attach(ctx); err != nil {
+			return nil, false, err
+		}
+		s.mu.Lock()
+	}
+	srv = s.server
+	switch typ {
+	case wire.MsgQuery, wire.MsgSync, wire.MsgFunctionCall:
+		s.inflight++
+		s.batch = false
+	case wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose:
+		s.batch = true
+		if named {
+			s.pinLocked("named prepared statement (protocol-level Parse)")
+		}
+	}
+	s.writing = true
+	if s.reader == nil {
+		s.startReaderLocked()
+	}
+	s.mu.Unlock()
+	return srv, false, nil
+}
+
+// attach borrows a server connection and brings its parameters in line
+// with the client's.
+func (s *Session) attach(ctx context.Context) error {
+	srv, err := s.pool.Borrow(ctx)
+	if err != nil {
+		if errors.Is(err, pool.ErrClosed) || ctx.Err() != nil {
+			return wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command").Wrap(err)
+		}
+		return err
+	}
+	if err := s.syncParams(srv); err != nil {
+		s.giveBack(srv, err)
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return err
+		}
+		return wire.Errorf(wire.CodeConnectionFailure, "server connection failed while applying session parameters").Wrap(err)
+	}
+	s.mu.Lock()
+	s.server = srv
+	s.txStatus = wire.TxIdle
+	s.inflight = 0
+	s.batch = false
+	s.mu.Unlock()
+	return nil
+}
+
+// endWrite ends a burst of client messages: if the server reader already
+// saw the final ReadyForQuery, the connection goes back to the pool now.
+func (s *Session) endWrite() {
+	s.mu.Lock()
+	s.writing = false
+	if s.server == nil || s.reader != nil {
+		s.mu.Unlock()
+		return
+	}
+	if s.canDetachLocked() {
+		srv := s.server
+		s.detachLocked()
+		s.mu.Unlock()
+		s.pool.Return(srv)
+		return
+	}
+	s.startReaderLocked()
+	s.mu.Unlock()
+}
+
+// canDetachLocked reports whether the held connection is at a safe
+// transfer point and may go back to the pool.
+func (s *Session) canDetachLocked() bool {
+	return s.env.Mode == ModeTransaction && s.pinned == "" && !s.gone &&
+		s.inflight == 0 && !s.batch && s.txStatus == wire.TxIdle
+}
+
+// detachLocked lets go of the held connection; the caller returns it.
+func (s *Session) detachLocked() {
+	s.server = nil
+	if s.killErr != nil {
+		s.conn.SetReadDeadline(time.Now())
+	}
+}
+
+func (s *Session) startReaderLocked() {
+	done := make(chan struct{})
+	s.reader = done
+	go s.readServer(s.server, done)
+}
+
+// pin keeps the client on its server connection for the rest of the
+// session, for the reason given (logged once).
+func (s *Session) pin(reason string) {
+	s.mu.Lock()
+	s.pinLocked(reason)
+	s.mu.Unlock()
+}
+
+func (s *Session) pinLocked(reason string) {
+	if s.pinned == "" {
+		s.pinned = reason
+		s.log.Info("session pinned", zap.String("reason", reason))
+	}
+}
+
+// Pinned returns why the session is pinned, or "".
+func (s *Session) Pinned() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pinned
+}
+
+// readFailed turns a failed client read into the session's end: the kill
+// reason when the proxy woke the loop on purpose.
+func (s *Session) readFailed(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		s.mu.Lock()
+		k := s.killErr
+		s.mu.Unlock()
+		if k != nil {
+			if k.Code == "" {
+				return errQuiet
+			}
+			return k
+		}
+	}
+	return err
+}
+
+func (s *Session) serverWriteFailed(srv *pool.Conn, err error) error {
+	srv.MarkBroken()
+	return wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err)
+}
+
+// readServer is the server reader: it forwards replies of srv to the
+// client until the connection can go back to the pool, the client loop
+// must take over, or the server fails.
+func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
+	defer close(done)
+	sawFatal := false
+	var scratch [256]byte
+	for {
+		if srv.R.Buffered() == 0 && s.cw.Buffered() > 0 {
+			s.cw.Flush() // a failed client write is sticky; the client loop notices the client is gone
+		}
+		typ, n, err := srv.R.PeekHeader()
+		if err != nil {
+			s.serverFailed(srv, err, sawFatal)
+			return
+		}
+		switch typ {
+		case wire.MsgReadyForQuery:
+			_, body, err := srv.R.ReadMessage()
+			if err == nil && len(body) != 1 {
+				err = wire.ErrBadLength
+			}
+			if err != nil {
+				s.serverFailed(srv, err, sawFatal)
+				return
+			}
+			status := body[0]
+			s.cw.Write(wire.AppendReadyForQuery(scratch[:0], status))
+			s.cw.Flush()
+			s.mu.Lock()
+			if s.inflight > 0 {
+				s.inflight--
+			}
+			s.txStatus = status
+			if s.gone {
+				s.reader = nil
+				s.mu.Unlock()
+				return
+			}
+			if s.canDetachLocked() {
+				s.reader = nil
+				if s.writing {
+					s.mu.Unlock() // the client loop hands the connection back in endWrite
+					return
+				}
+				s.detachLocked()
+				s.mu.Unlock()
+				s.pool.Return(srv)
+				return
+			}
+			s.mu.Unlock()
+		case wire.MsgParameterStatus:
+			_, body, err := srv.R.ReadMessage()
+			if err != nil {
+				s.serverFailed(srv, err, sawFatal)
+				return
+			}
+			if name, value, ok := wire.ParseParameterStatus(body); ok {
+				srv.Params[name] = value
+				s.params[name] = value
+			}
+			s.cw.Write(wire.AppendMessage(scratch[:0], typ, body))
+		case wire.MsgErrorResponse:
+			_, body, err := srv.R.ReadMessage()
+			if err != nil {
+				s.serverFailed(srv, err, sawFatal)
+				return
+			}
+			if pool.DecodeError(body).Fatal() {
+				sawFatal = true
+			}
+			s.cw.Write(wire.AppendMessage(scratch[:0], typ, body))
+		default:
+			if err := srv.R.Forward(s.cw, n); err != nil && !errors.Is(err, wire.ErrWrite) {
+				s.serverFailed(srv, err, sawFatal)
+				return
+			}
+		}
+	}
+}
+
+// serverFailed handles a server connection that failed under the client:
+// the connection is discarded and the client, unless it already left, is
+// disconnected with an error (or after the server's own FATAL) as it would
+// be by PostgreSQL. A read stopped on purpose by cleanup at a message
+// boundary leaves the connection to cleanup instead.
+func (s *Session) serverFailed(srv *pool.Conn, err error, sawFatal bool) {
+	s.cw.Flush()
+	s.mu.Lock()
+	s.reader = nil
+	if s.gone && errors.Is(err, os.ErrDeadlineExceeded) && srv.R.Buffered() == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.server == srv {
+		s.server = nil
+	}
+	if !s.gone {
+		if sawFatal {
+			s.killErr = &wire.Error{}
+		} else {
+			s.killErr = wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err)
+		}
+		s.conn.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	s.log.Info("server connection failed", zap.Error(err))
+	s.pool.Discard(srv)
+}
+
+// cleanup runs when the client loop has ended: it stops the server reader
+// and leaves the held connection clean for the next borrower (rolling back
+// an open transaction; DISCARD ALL for a pinned or session-mode client), or
+// closes it when that cannot be done safely.
+func (s *Session) cleanup() {
+	s.mu.Lock()
+	s.gone = true
+	done := s.reader
+	srv := s.server
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if done != nil {
+		srv.SetReadDeadline(time.Now())
+		<-done
+	}
+	s.mu.Lock()
+	srv = s.server
+	s.server = nil
+	inflight, batch, status, writing, pinned := s.inflight, s.batch, s.txStatus, s.writing, s.pinned
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	srv.SetReadDeadline(time.Time{})
+	switch {
+	case srv.Broken() || writing:
+		s.pool.Discard(srv)
+	case inflight > 0:
+		// A statement is still running: stop it and drop the connection,
+		// which is quicker and safer than waiting for it.
+		s.cancelServer(context.Background(), srv)
+		s.pool.Discard(srv)
+	default:
+		if err := resetServer(srv, batch, status, pinned != ""); err != nil {
+			s.log.Info("discarding server connection after failed reset", zap.Error(err))
+			s.pool.Discard(srv)
+			return
+		}
+		s.pool.Return(srv)
+	}
+}
+
+// resetServer ends whatever a departed client left open on srv.
+func resetServer(srv *pool.Conn, batch bool, status byte, discardAll bool) error {
+	srv.SetDeadline(time.Now().Add(resetTimeout))
+	defer srv.SetDeadline(time.Time{})
+	if batch {
+		st, err := srv.Sync()
+		if err != nil {
+			return err
+		}
+		status = st
+	}
+	if status != wire.TxIdle {
+		if err := srv.Exec("ROLLBACK"); err != nil {
+			return err
+		}
+	}
+	if discardAll {
+		if err := srv.Exec("DISCARD ALL"); err != nil {
+			return err
+		}
+		srv.ForgetSetParams()
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// HeaderLen is the length of a message header: one type byte and a
+// big-endian int32 length that counts itself but not the type byte.
+const HeaderLen = 5
+
+// bufferSize is the size of the read and write buffers of one connection.
+// Messages up to this size are forwarded from the buffer without a copy to
+// the heap; larger ones are streamed.
+const bufferSize = 16 << 10
+
+// MaxDecodedLen bounds the body of a message Sluice decodes (as opposed to
+// forwards). Longer ones are protocol violations.
+const MaxDecodedLen = 1 << 20
+
+// maxMessageLen is PostgreSQL's own bound on a message (PQ_LARGE_MESSAGE_LIMIT).
+const maxMessageLen = 0x3fffffff
+
+// ErrBadLength reports a message whose length field cannot be valid.
+var ErrBadLength = errors.New("invalid message length")
+
+// Reader reads protocol messages from a connection through a buffer. It is
+// not safe for concurrent use.
+type Reader struct {
+	br *bufio.Reader
+}
+
+// NewReader returns a Reader over r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, bufferSize)}
+}
+
+// Reset discards buffered data and reads from r instead.
+func (r *Reader) Reset(rd io.Reader) { r.br.Reset(rd) }
+
+// Buffered returns how many bytes can be read without blocking.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// PeekHeader blocks until a whole header is buffered and returns the message
+// type and the body length. The header stays in the buffer.
+func (r *Reader) PeekHeader() (typ byte, bodyLen int, err error) {
+	h, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		if err == io.EOF && len(h) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, 0, err
+	}
+	n := binary.BigEndian.Uint32(h[1:])
+	if n < 4 || n > maxMessageLen {
+		return 0, 0, fmt.Errorf("%w: %d for message type %q", ErrBadLength, n, h[0])
+	}
+	return h[0], int(n) - 4, nil
+}
+
+// ReadMessage reads the next message whole and returns its type and body.
+// The body aliases the buffer when it fits and is valid only until the next
+// call on r. Bodies longer than MaxDecodedLen are refused.
+func (r *Reader) ReadMessage() (typ byte, body []byte, err error) {
+	typ, n, err := r.PeekHeader()
+	if err != nil {
+		return 0, nil, err
+	}
+	if n > MaxDecodedLen {
+		return 0, nil, fmt.Errorf("%w: %d bytes for message type %q", ErrBadLength, n, typ)
+	}
+	if HeaderLen+n <= bufferSize {
+		b, err := r.br.Peek(HeaderLen + n)
+		if err != nil {
+			return 0, nil, unexpected(err)
+		}
+		r.br.Discard(HeaderLen + n)
+		return typ, b[HeaderLen:], nil
+	}
+	r.br.Discard(HeaderLen)
+	body = make([]byte, n)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	return typ, body, nil
+}
+
+// ErrWrite wraps errors from the writing side of Forward, so that callers
+// can tell which peer failed.
+var ErrWrite = errors.New("write to peer failed")
+
+// Forward copies the message whose header was just peeked (body length n)
+// to w without decoding it, in buffer-sized chunks. The whole message is
+// always consumed from r, even when writing fails (the write error is then
+// returned wrapped in ErrWrite), so that r stays at a message boundary.
+func (r *Reader) Forward(w *Writer, n int) error {
+	remaining := HeaderLen + n
+	var werr error
+	for remaining > 0 {
+		b, err := r.br.Peek(min(remaining, bufferSize))
+		if err != nil {
+			return unexpected(err)
+		}
+		if werr == nil {
+			_, werr = w.bw.Write(b)
+		}
+		r.br.Discard(len(b))
+		remaining -= len(b)
+	}
+	if werr != nil {
+		return fmt.Errorf("%w: %w", ErrWrite, werr)
+	}
+	return nil
+}
+
+// PeekBody returns the first k bytes of the body of the message whose
+// header was just peeked, without consuming anything. k must not exceed the
+// body length.
+func (r *Reader) PeekBody(k int) ([]byte, error) {
+	b, err := r.br.Peek(HeaderLen + k)
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	return b[HeaderLen:], nil
+}
+
+// Skip discards the message whose header was just peeked (body length n).
+func (r *Reader) Skip(n int) error {
+	_, err := r.br.Discard(HeaderLen + n)
+	return unexpected(err)
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Writer buffers protocol messages to a connection. It is not safe for
+// concurrent use.
+type Writer struct {
+	bw *bufio.Writer
+}
+
+// NewWriter returns a Writer over w.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{bw: bufio.NewWriterSize(w, bufferSize)}
+}
+
+// Reset discards buffered data and writes to w instead.
+func (w *Writer) Reset(wr io.Writer) { w.bw.Reset(wr) }
+
+// Write buffers encoded messages.
+func (w *Writer) Write(b []byte) (int, error) { return w.bw.Write(b) }
+
+// Buffered returns how many bytes wait to be flushed.
+func (w *Writer) Buffered() int { return w.bw.Buffered() }
+
+// Flush writes buffered data to the connection.
+func (w *Writer) Flush() error { return w.bw.Flush() }
+
+// WriteMessage buffers encoded messages and flushes them.
+func (w *Writer) WriteMessage(b []byte) error {
+	if _, err := w.bw.Write(b); err != nil {
+		return err
+	}
+	return w.bw.Flush()
+}
