@@ -1,0 +1,221 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// builder turns the merged, normalized tree into a Config. A value that
+// cannot be converted is reported and leaves the default in place, so that
+// Validate does not report the same key again.
+type builder struct {
+	// origin maps display paths to the variables that overrode them.
+	origin   map[string]string
+	problems []error
+}
+
+// problemf records a problem with the key at path, naming the variable
+// that set it when it came from the environment.
+func (b *builder) problemf(path, format string, args ...any) {
+	msg := path + ": " + fmt.Sprintf(format, args...)
+	if variable, ok := b.origin[path]; ok {
+		msg += " (from " + variable + ")"
+	}
+	b.problems = append(b.problems, fmt.Errorf("%s", msg))
+}
+
+// config builds the Config; listenOrder gives the order of the listeners.
+func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
+	cfg := Default()
+
+	listeners := section(tree, "listen")
+	for _, name := range listenOrder {
+		body, ok := listeners[name].(map[string]any)
+		if !ok {
+			continue
+		}
+		cfg.Listeners = append(cfg.Listeners, b.listener(name, body))
+	}
+
+	b.pool(&cfg.Pool, section(tree, "pool"))
+
+	clusters := section(tree, "cluster")
+	for _, name := range sortedNames(clusters) {
+		body, _ := clusters[name].(map[string]any)
+		c := Cluster{Name: name}
+		b.str(&c.Writer, joinNamed("", "cluster", name), body, "writer")
+		cfg.Clusters[name] = c
+	}
+
+	auth := section(tree, "auth")
+	b.str(&cfg.Auth.Method, "auth", auth, "method")
+	users := section(auth, "user")
+	for _, name := range sortedNames(users) {
+		body, _ := users[name].(map[string]any)
+		path := joinNamed("auth", "user", name)
+		u := User{Name: name}
+		b.str(&u.Password, path, body, "password")
+		b.str(&u.BackendUser, path, body, "backend_user")
+		b.str(&u.BackendPassword, path, body, "backend_password")
+		if u.BackendUser == "" {
+			u.BackendUser = name
+		}
+		cfg.Auth.Users[name] = u
+	}
+
+	b.str(&cfg.Admin.Address, "admin", section(tree, "admin"), "address")
+
+	logs := section(tree, "log")
+	b.str(&cfg.Log.Level, "log", logs, "level")
+	b.str(&cfg.Log.Format, "log", logs, "format")
+
+	b.duration(&cfg.ShutdownTimeout, "", tree, "shutdown_timeout")
+	return cfg
+}
+
+// listener builds the listen block called name.
+func (b *builder) listener(name string, body map[string]any) Listener {
+	path := joinNamed("", "listen", name)
+	l := Listener{Name: name}
+	b.str(&l.Address, path, body, "address")
+	b.str(&l.Cluster, path, body, "cluster")
+	b.boolean(&l.RequireTLS, path, body, "require_tls")
+	if tls, ok := body["tls"].(map[string]any); ok {
+		l.TLS = &TLS{}
+		b.str(&l.TLS.CertFile, join(path, "tls"), tls, "cert_file")
+		b.str(&l.TLS.KeyFile, join(path, "tls"), tls, "key_file")
+	}
+	return l
+}
+
+// pool fills p from the pool block.
+func (b *builder) pool(p *Pool, body map[string]any) {
+	var mode string
+	if b.str(&mode, "pool", body, "mode") {
+		p.Mode = PoolMode(mode)
+	}
+	b.integer(&p.MaxConnections, "pool", body, "max_connections")
+	p.MaxIdleConnections = p.MaxConnections
+	b.integer(&p.MaxIdleConnections, "pool", body, "max_idle_connections")
+	b.duration(&p.BorrowTimeout, "pool", body, "borrow_timeout")
+	b.duration(&p.IdleClientTimeout, "pool", body, "idle_client_timeout")
+	b.duration(&p.ServerIdleTimeout, "pool", body, "server_idle_timeout")
+	b.duration(&p.ServerLifetime, "pool", body, "server_lifetime")
+	b.duration(&p.ConnectTimeout, "pool", body, "connect_timeout")
+	b.str(&p.InitQuery, "pool", body, "init_query")
+}
+
+// str sets *dst to the string at body[name], if present, and reports
+// whether it did.
+func (b *builder) str(dst *string, path string, body map[string]any, name string) bool {
+	v, ok := body[name]
+	if !ok {
+		return false
+	}
+	s, ok := v.(string)
+	if !ok {
+		b.problemf(join(path, name), "must be a quoted string, got %v", v)
+		return false
+	}
+	*dst = s
+	return true
+}
+
+// boolean sets *dst to the boolean at body[name], if present.
+func (b *builder) boolean(dst *bool, path string, body map[string]any, name string) {
+	switch v := body[name].(type) {
+	case nil:
+	case bool:
+		*dst = v
+	case string:
+		parsed, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			b.problemf(join(path, name), "must be true or false, got %q", v)
+			return
+		}
+		*dst = parsed
+	default:
+		b.problemf(join(path, name), "must be true or false, got %v", v)
+	}
+}
+
+// integer sets *dst to the whole number at body[name], if present. It
+// accepts integers, whole floats and strings holding either.
+func (b *builder) integer(dst *int, path string, body map[string]any, name string) {
+	v, ok := body[name]
+	if !ok {
+		return
+	}
+	n, ok := wholeNumber(v)
+	if !ok {
+		if s, isString := v.(string); isString {
+			b.problemf(join(path, name), "must be a whole number, got %q", s)
+		} else {
+			b.problemf(join(path, name), "must be a whole number, got %v", v)
+		}
+		return
+	}
+	*dst = n
+}
+
+// wholeNumber converts v to an int if it holds a whole number that fits.
+func wholeNumber(v any) (int, bool) {
+	switch v := v.(type) {
+	case int:
+		return v, true
+	case int64:
+		if v < math.MinInt || v > math.MaxInt {
+			return 0, false
+		}
+		return int(v), true
+	case float64:
+		if v != math.Trunc(v) || v < math.MinInt || v >= math.MaxInt {
+			return 0, false
+		}
+		return int(v), true
+	case string:
+		s := strings.TrimSpace(v)
+		if n, err := strconv.Atoi(s); err == nil {
+			return n, true
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return 0, false
+		}
+		return wholeNumber(f)
+	}
+	return 0, false
+}
+
+// duration sets *dst to the duration at body[name], if present: a Go
+// duration string, or a bare 0.
+func (b *builder) duration(dst *time.Duration, path string, body map[string]any, name string) {
+	v, ok := body[name]
+	if !ok {
+		return
+	}
+	switch v := v.(type) {
+	case string:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			b.problemf(join(path, name), "must be a duration such as \"30s\" or \"5m\", got %q", v)
+			return
+		}
+		*dst = d
+	default:
+		if n, ok := wholeNumber(v); ok && n == 0 {
+			*dst = 0
+			return
+		}
+		b.problemf(join(path, name), "must be a duration with a unit such as \"30s\", got %v", v)
+	}
+}
+
+// section returns the map at body[name], or nil.
+func section(body map[string]any, name string) map[string]any {
+	m, _ := body[name].(map[string]any)
+	return m
+}

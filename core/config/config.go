@@ -1,0 +1,253 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// Config is the whole proxy configuration. Load and Parse return a validated
+// Config; after that it must not be modified, and it is safe for concurrent
+// reads.
+type Config struct {
+	// Listeners are the client-facing listen blocks, in file order.
+	Listeners []Listener
+	// Pool holds the server connection pool settings shared by every pool.
+	Pool Pool
+	// Clusters are the cluster blocks, keyed by block name.
+	Clusters map[string]Cluster
+	// Auth holds how clients authenticate and as whom Sluice connects.
+	Auth Auth
+	// Admin holds the HTTP admin listener settings.
+	Admin Admin
+	// Log holds the logging settings.
+	Log Log
+	// ShutdownTimeout is how long a graceful shutdown waits for sessions to
+	// finish (shutdown_timeout). Zero means it does not wait.
+	ShutdownTimeout time.Duration
+}
+
+// Listener is one listen block: an address on which Sluice accepts
+// PostgreSQL clients and the cluster it sends them to.
+type Listener struct {
+	// Name is the block name, as in listen "main".
+	Name string
+	// Address is the host:port to listen on (address).
+	Address string
+	// Cluster is the name of the cluster block clients are routed to.
+	Cluster string
+	// RequireTLS rejects clients that do not negotiate TLS (require_tls).
+	RequireTLS bool
+	// TLS is the tls block, or nil when the listener does not offer TLS.
+	TLS *TLS
+}
+
+// TLS is a tls block: the certificate a listener presents to clients.
+type TLS struct {
+	// CertFile is the path of the PEM certificate chain (cert_file).
+	CertFile string
+	// KeyFile is the path of the PEM private key (key_file).
+	KeyFile string
+}
+
+// PoolMode says when a server connection goes back to its pool.
+type PoolMode string
+
+// The pool modes accepted by pool.mode.
+const (
+	// ModeTransaction returns the server connection to the pool at the end
+	// of each transaction, unless the session is pinned.
+	ModeTransaction PoolMode = "transaction"
+	// ModeSession keeps one server connection for the whole client session.
+	ModeSession PoolMode = "session"
+)
+
+// Pool is the pool block. A pool is kept per (endpoint, database, backend
+// user), and every pool uses these settings.
+type Pool struct {
+	// Mode is transaction or session pooling (mode).
+	Mode PoolMode
+	// MaxConnections caps the server connections of one pool
+	// (max_connections).
+	MaxConnections int
+	// MaxIdleConnections caps the idle server connections kept by one pool
+	// (max_idle_connections); it defaults to MaxConnections.
+	MaxIdleConnections int
+	// BorrowTimeout is how long a client waits for a server connection
+	// before it gets an error (borrow_timeout).
+	BorrowTimeout time.Duration
+	// IdleClientTimeout closes client connections idle for this long
+	// (idle_client_timeout); zero disables it.
+	IdleClientTimeout time.Duration
+	// ServerIdleTimeout closes server connections idle in the pool for this
+	// long (server_idle_timeout); zero disables it.
+	ServerIdleTimeout time.Duration
+	// ServerLifetime closes server connections this old once they are
+	// returned to the pool (server_lifetime); zero disables it.
+	ServerLifetime time.Duration
+	// ConnectTimeout bounds dialing and authenticating a new server
+	// connection (connect_timeout).
+	ConnectTimeout time.Duration
+	// InitQuery is run once on every new server connection (init_query);
+	// empty runs nothing.
+	InitQuery string
+}
+
+// Cluster is one cluster block: a set of PostgreSQL servers.
+type Cluster struct {
+	// Name is the block name, as in cluster "main".
+	Name string
+	// Writer is the host:port of the primary server (writer).
+	Writer string
+}
+
+// The authentication methods accepted by auth.method.
+const (
+	// MethodSCRAMSHA256 is SCRAM-SHA-256 authentication, the default.
+	MethodSCRAMSHA256 = "scram-sha-256"
+	// MethodMD5 is MD5 password authentication.
+	MethodMD5 = "md5"
+	// MethodPassword is clear-text password authentication.
+	MethodPassword = "password"
+	// MethodTrust accepts every client without a password.
+	MethodTrust = "trust"
+)
+
+// Auth is the auth block: how clients authenticate to Sluice.
+type Auth struct {
+	// Method is one of the Method constants (method).
+	Method string
+	// Users are the user blocks, keyed by client user name.
+	Users map[string]User
+}
+
+// User is one user block: a client user and the backend role it maps to.
+type User struct {
+	// Name is the client user name, the block name as in user "app".
+	Name string
+	// Password is the client password as written (password): plain text,
+	// env:NAME, file:/path, an md5 hash or a SCRAM-SHA-256 verifier.
+	Password string
+	// BackendUser is the role Sluice uses on the server (backend_user); it
+	// defaults to Name.
+	BackendUser string
+	// BackendPassword is the password of BackendUser as written
+	// (backend_password), in the same forms as Password; empty when none
+	// is configured.
+	BackendPassword string
+}
+
+// Admin is the admin block.
+type Admin struct {
+	// Address is the host:port of the HTTP admin listener (address); empty
+	// disables it.
+	Address string
+}
+
+// Log is the log block.
+type Log struct {
+	// Level is debug, info, warn or error (level).
+	Level string
+	// Format is json or console (format).
+	Format string
+}
+
+// fileName is the name Parse gives its input in error messages.
+const fileName = "proxy.hcl"
+
+// Default returns the configuration used for every key the file leaves out.
+// It has no listeners, clusters or users, so it does not pass Validate by
+// itself. Each call returns a new value that the caller owns.
+func Default() *Config {
+	return &Config{
+		Pool: Pool{
+			Mode:               ModeTransaction,
+			MaxConnections:     20,
+			MaxIdleConnections: 20,
+			BorrowTimeout:      120 * time.Second,
+			IdleClientTimeout:  30 * time.Minute,
+			ServerIdleTimeout:  10 * time.Minute,
+			ServerLifetime:     time.Hour,
+			ConnectTimeout:     5 * time.Second,
+		},
+		Clusters: map[string]Cluster{},
+		Auth: Auth{
+			Method: MethodSCRAMSHA256,
+			Users:  map[string]User{},
+		},
+		Log: Log{
+			Level:  "info",
+			Format: "json",
+		},
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// Load reads the HCL file at path, applies the SLUICE_ overrides found in
+// environ (usually os.Environ()) and validates the result. Errors name the
+// file, the key or the variable at fault; see the package documentation.
+func Load(path string, environ []string) (*Config, error) {
+	src, err := file.Provider(path).ReadBytes()
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return parse(path, src, environ)
+}
+
+// Parse is Load for a file already in memory; errors call it proxy.hcl.
+func Parse(src []byte, environ []string) (*Config, error) {
+	return parse(fileName, src, environ)
+}
+
+// parse decodes src, named name in syntax errors, applies the overrides in
+// environ and validates the result.
+func parse(name string, src []byte, environ []string) (*Config, error) {
+	if err := checkSyntax(name, src); err != nil {
+		return nil, err
+	}
+	decoded, err := decodeHCL(name, src)
+	if err != nil {
+		return nil, err
+	}
+	doc := normalize(decoded)
+	overrides := readOverrides(environ, doc.tree)
+
+	// Layer the file and the overrides with koanf; the maps are nested by
+	// block name, so the delimiter only matters to koanf's flat key index.
+	k := koanf.New(".")
+	if err := k.Load(mapProvider(doc.tree), nil); err != nil {
+		return nil, fmt.Errorf("loading %s: %w", name, err)
+	}
+	if err := k.Load(mapProvider(overrides.tree), nil); err != nil {
+		return nil, fmt.Errorf("loading overrides: %w", err)
+	}
+
+	b := builder{origin: overrides.origin}
+	cfg := b.config(k.Raw(), doc.listenOrder)
+
+	problems := append(doc.problems, overrides.problems...)
+	problems = append(problems, b.problems...)
+	problems = append(problems, cfg.validate()...)
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	return cfg, nil
+}
+
+// mapProvider is a koanf.Provider that hands koanf an already nested map.
+type mapProvider map[string]any
+
+var _ koanf.Provider = mapProvider(nil)
+
+// ReadBytes is not supported: a mapProvider has no bytes to parse.
+func (m mapProvider) ReadBytes() ([]byte, error) {
+	return nil, errors.New("config: mapProvider has no bytes")
+}
+
+// Read returns the map itself.
+func (m mapProvider) Read() (map[string]any, error) {
+	return m, nil
+}

@@ -1,0 +1,236 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks c and returns every problem found, joined with
+// errors.Join, or nil. Each problem starts with the full key it concerns,
+// as in `pool.max_connections: must be at least 1, got 0`. Load and Parse
+// call it; code that builds a Config itself should call it too. It reads
+// the TLS certificate and key files' metadata but does not modify c.
+func (c *Config) Validate() error {
+	return errors.Join(c.validate()...)
+}
+
+// validation collects the problems found by Validate.
+type validation struct {
+	problems []error
+}
+
+// problemf records a problem with the key at path.
+func (v *validation) problemf(path, format string, args ...any) {
+	v.problems = append(v.problems, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+// validate returns every problem with c.
+func (c *Config) validate() []error {
+	v := &validation{}
+	c.validateListeners(v)
+	c.validateClusters(v)
+	c.Pool.validate(v)
+	c.Auth.validate(v)
+	if c.Admin.Address != "" {
+		v.listenAddress("admin.address", c.Admin.Address)
+		for _, l := range c.Listeners {
+			if l.Address == c.Admin.Address {
+				v.problemf("admin.address", "%q is already used by %s", c.Admin.Address, joinNamed("", "listen", l.Name))
+			}
+		}
+	}
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "json", "console")
+	v.atLeastZero("shutdown_timeout", c.ShutdownTimeout)
+	return v.problems
+}
+
+// validateListeners checks the listen blocks.
+func (c *Config) validateListeners(v *validation) {
+	if len(c.Listeners) == 0 {
+		v.problemf("listen", "at least one listen block is required")
+	}
+	names := map[string]bool{}
+	addresses := map[string]string{}
+	for _, l := range c.Listeners {
+		path := joinNamed("", "listen", l.Name)
+		if l.Name == "" {
+			v.problemf(path, "the block name must not be empty")
+		}
+		if names[l.Name] {
+			v.problemf(path, "defined more than once")
+		}
+		names[l.Name] = true
+
+		if v.listenAddress(join(path, "address"), l.Address) {
+			if other, dup := addresses[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
+				v.problemf(join(path, "address"), "%q is already used by %s", l.Address, joinNamed("", "listen", other))
+			} else {
+				addresses[l.Address] = l.Name
+			}
+		}
+
+		switch _, ok := c.Clusters[l.Cluster]; {
+		case l.Cluster == "":
+			v.problemf(join(path, "cluster"), "required")
+		case !ok:
+			v.problemf(join(path, "cluster"), "unknown cluster %q%s", l.Cluster, suggest(l.Cluster, sortedNames(c.Clusters)))
+		}
+
+		if l.TLS == nil {
+			if l.RequireTLS {
+				v.problemf(join(path, "require_tls"), "needs a tls block with cert_file and key_file")
+			}
+			continue
+		}
+		v.readableFile(join(path, "tls.cert_file"), l.TLS.CertFile)
+		v.readableFile(join(path, "tls.key_file"), l.TLS.KeyFile)
+	}
+}
+
+// validateClusters checks the cluster blocks.
+func (c *Config) validateClusters(v *validation) {
+	if len(c.Clusters) == 0 {
+		v.problemf("cluster", "at least one cluster block is required")
+	}
+	for _, name := range sortedNames(c.Clusters) {
+		cl := c.Clusters[name]
+		path := joinNamed("", "cluster", name)
+		if name == "" {
+			v.problemf(path, "the block name must not be empty")
+		}
+		if cl.Name != name {
+			v.problemf(path, "Name %q does not match the block name", cl.Name)
+		}
+		v.address(join(path, "writer"), cl.Writer)
+	}
+}
+
+// validate checks the pool block.
+func (p *Pool) validate(v *validation) {
+	v.oneOf("pool.mode", string(p.Mode), string(ModeTransaction), string(ModeSession))
+	if p.MaxConnections < 1 {
+		v.problemf("pool.max_connections", "must be at least 1, got %d", p.MaxConnections)
+	}
+	if p.MaxIdleConnections < 0 || p.MaxIdleConnections > max(p.MaxConnections, 0) {
+		v.problemf("pool.max_idle_connections", "must be between 0 and pool.max_connections (%d), got %d",
+			p.MaxConnections, p.MaxIdleConnections)
+	}
+	v.aboveZero("pool.borrow_timeout", p.BorrowTimeout)
+	v.atLeastZero("pool.idle_client_timeout", p.IdleClientTimeout)
+	v.atLeastZero("pool.server_idle_timeout", p.ServerIdleTimeout)
+	v.atLeastZero("pool.server_lifetime", p.ServerLifetime)
+	v.aboveZero("pool.connect_timeout", p.ConnectTimeout)
+}
+
+// validate checks the auth block.
+func (a *Auth) validate(v *validation) {
+	v.oneOf("auth.method", a.Method, MethodSCRAMSHA256, MethodMD5, MethodPassword, MethodTrust)
+	needPassword := a.Method != MethodTrust
+	if needPassword && len(a.Users) == 0 {
+		v.problemf("auth.user", "at least one user block is required when auth.method is %q", a.Method)
+	}
+	for _, name := range sortedNames(a.Users) {
+		u := a.Users[name]
+		path := joinNamed("auth", "user", name)
+		if name == "" {
+			v.problemf(path, "the block name must not be empty")
+		}
+		if u.Name != name {
+			v.problemf(path, "Name %q does not match the block name", u.Name)
+		}
+		if needPassword && u.Password == "" {
+			v.problemf(join(path, "password"), "required")
+		}
+		if u.BackendUser == "" {
+			v.problemf(join(path, "backend_user"), "required")
+		}
+	}
+}
+
+// address checks that s is host:port with a port from 1 to 65535 and
+// reports whether it is.
+func (v *validation) address(path, s string) bool { return v.hostPort(path, s, 1) }
+
+// listenAddress is address for a socket Sluice binds, where port 0 asks the
+// system for a free port (for embedding and tests).
+func (v *validation) listenAddress(path, s string) bool { return v.hostPort(path, s, 0) }
+
+func (v *validation) hostPort(path, s string, minPort int) bool {
+	if s == "" {
+		v.problemf(path, "required")
+		return false
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		v.problemf(path, "must be host:port, got %q", s)
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < minPort || n > 65535 {
+		v.problemf(path, "port must be a number from %d to 65535, got %q", minPort, port)
+		return false
+	}
+	return true
+}
+
+// readableFile checks that name is set and is an existing regular file.
+func (v *validation) readableFile(path, name string) {
+	if name == "" {
+		v.problemf(path, "required")
+		return
+	}
+	info, err := os.Stat(name)
+	switch {
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		v.problemf(path, "cannot read %q: %v", name, err)
+	case info.IsDir():
+		v.problemf(path, "%q is a directory, not a file", name)
+	}
+}
+
+// oneOf checks that s is one of allowed.
+func (v *validation) oneOf(path, s string, allowed ...string) {
+	if slices.Contains(allowed, s) {
+		return
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = strconv.Quote(a)
+	}
+	v.problemf(path, "must be one of %s; got %q", strings.Join(quoted, ", "), s)
+}
+
+// atLeastZero checks that d is not negative.
+func (v *validation) atLeastZero(path string, d time.Duration) {
+	if d < 0 {
+		v.problemf(path, "must not be negative, got %s", d)
+	}
+}
+
+// aboveZero checks that d is positive.
+func (v *validation) aboveZero(path string, d time.Duration) {
+	if d <= 0 {
+		v.problemf(path, "must be greater than 0, got %s", d)
+	}
+}
+
+// sortedNames returns the keys of m in order.
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
