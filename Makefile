@@ -1,0 +1,45 @@
+# Sluice: `make run` starts a local PostgreSQL and Sluice in front of it;
+# `make test` runs every test against real PostgreSQL servers.
+
+GO      ?= go
+PGBIN   ?= /usr/lib/postgresql/15/bin
+BIN     := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all deps build test run bench lint fuzz clean
+
+all: build
+
+# deps installs what is missing (PostgreSQL 15 server and client, PgBouncer)
+# from Debian's packages; it is a fast no-op when everything is present.
+deps:
+	@if [ -x $(PGBIN)/initdb ] && command -v psql >/dev/null && command -v pgbench >/dev/null && \
+	   { command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; }; then :; else \
+	  echo "installing postgresql-15 and pgbouncer"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 postgresql-client-15 pgbouncer >/dev/null; \
+	fi
+	@$(GO) mod download
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/sluice ./cmd/sluice
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -run '^$$' -fuzz FuzzReadStartup -fuzztime 10s ./core/wire
+
+run: deps build
+	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config proxy.hcl -data .sluice
+
+bench: deps
+	$(GO) run ./cmd/sluice-bench -out BENCHMARKS.latest.md
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
