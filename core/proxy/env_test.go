@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +65,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	}
 	e.cfg = fmt.Sprintf(`
 listen "main" {
-  address = "127.0.0.1:%d"
+  address = "127.0.0.1:0"
   cluster = "main"
   %s
 }
@@ -87,8 +86,8 @@ auth {
 log {
   level = "debug"
 }
-shutdown_timeout = "5s"
-`, freePort(t), o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass)
+shutdown_timeout = "2s"
+`, o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)
@@ -109,16 +108,6 @@ shutdown_timeout = "5s"
 	}()
 	t.Cleanup(e.close)
 	return e
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // close shuts the proxy down and waits for it.
@@ -146,7 +135,14 @@ func (e *testEnv) connect(t testing.TB, extra ...string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, e.url(extra...))
+	cfg, err := pgx.ParseConfig(e.url(extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unnamed statements: named ones pin a client to its server connection
+	// for now, and these tests are about multiplexing.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		t.Fatalf("connect through sluice: %v", err)
 	}

@@ -110,8 +110,14 @@ func (s *Session) login(ctx context.Context) error {
 	if err != nil {
 		return fatal(err)
 	}
-	// The client's values, under the names the server uses.
+	// The server's defaults overlaid with the client's values, under the
+	// names the server uses: a previous borrower's values never show.
 	s.params = make(map[string]string, len(srv.Reported)+len(params))
+	for name, v := range srv.Reported {
+		if !fixed[name] {
+			s.params[name] = v
+		}
+	}
 	for _, kv := range params {
 		s.params[canonicalName(srv, kv.Name)] = kv.Value
 	}
@@ -119,9 +125,10 @@ func (s *Session) login(ctx context.Context) error {
 		s.giveBack(srv, err)
 		return fatal(err)
 	}
-	for name := range srv.Reported {
-		if v, ok := srv.Params[name]; ok {
-			s.params[name] = v
+	// Keep the server's spelling of the values it reports (UTC for utc).
+	for name := range s.params {
+		if _, reported := srv.Reported[name]; reported {
+			s.params[name] = srv.Params[name]
 		}
 	}
 

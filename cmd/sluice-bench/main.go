@@ -1,0 +1,475 @@
+// Command sluice-bench measures what Sluice costs in front of PostgreSQL,
+// next to PgBouncer and to connecting directly, with pgbench's select-only
+// workload.
+//
+//	go run ./cmd/sluice-bench [-clients 1,10,100,1000] [-duration 10s] [-warmup 2s]
+//	                          [-modes simple[,extended,prepared]] [-out FILE]
+//
+// It starts a throwaway PostgreSQL 15 server (package pgtest), loads it with
+// `pgbench -i`, builds Sluice from the working tree and starts it and
+// PgBouncer in front of the server as separate processes, both with the same
+// pool size and transaction pooling. It then runs `pgbench -S` against each
+// target, interleaved per client count (direct, pgbouncer, sluice for one
+// client count, then the next) so that drift affects all of them alike,
+// reads the proxies' CPU time and memory from /proc, and prints one markdown
+// table with the machine it ran on to standard output. Progress goes to
+// standard error.
+//
+// A run that fails or exceeds its duration by a minute shows "failed" and the
+// harness continues. Everything it starts is stopped, and its temporary
+// directories removed, when it ends, fails or is interrupted.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluicedb/sluice/core/pgtest"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command-line flags.
+type options struct {
+	clients   []int
+	modes     []string
+	targets   []string
+	duration  time.Duration
+	warmup    time.Duration
+	scale     int
+	poolSize  int
+	threads   int
+	out       string
+	sluiceBin string
+}
+
+// pgbench -M modes the harness accepts.
+var allModes = []string{"simple", "extended", "prepared"}
+
+// parseFlags parses args into options.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("sluice-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: go run ./cmd/sluice-bench [flags]\n\nRuns pgbench -S directly, through PgBouncer and through Sluice and prints a markdown table.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	var o options
+	clients := fs.String("clients", "1,10,100,1000", "comma-separated pgbench client counts")
+	modes := fs.String("modes", "simple", "comma-separated pgbench -M query modes: simple, extended, prepared")
+	targets := fs.String("targets", "direct,pgbouncer,sluice", "comma-separated targets to run")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (whole seconds)")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured pgbench run before each measured run; 0 disables")
+	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale factor")
+	fs.IntVar(&o.poolSize, "pool", 20, "server connections per pool, for PgBouncer and Sluice alike")
+	fs.IntVar(&o.threads, "threads", 2, "pgbench -j worker threads")
+	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
+	fs.StringVar(&o.sluiceBin, "sluice-bin", "", "use this sluice executable instead of building ./cmd/sluice")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var errs []error
+	for _, s := range splitList(*clients) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("-clients: %q is not a positive whole number", s))
+			continue
+		}
+		o.clients = append(o.clients, n)
+	}
+	o.modes = splitList(*modes)
+	for _, m := range o.modes {
+		if !slices.Contains(allModes, m) {
+			errs = append(errs, fmt.Errorf("-modes: %q is not one of %s", m, strings.Join(allModes, ", ")))
+		}
+	}
+	for _, t := range splitList(*targets) {
+		if !slices.Contains([]string{targetDirect, targetPgBouncer, targetSluice}, t) {
+			errs = append(errs, fmt.Errorf("-targets: %q is not one of direct, pgbouncer, sluice", t))
+		}
+	}
+	// Keep the canonical order whatever order the flag lists them in.
+	for _, t := range []string{targetDirect, targetPgBouncer, targetSluice} {
+		if slices.Contains(splitList(*targets), t) {
+			o.targets = append(o.targets, t)
+		}
+	}
+	switch {
+	case len(o.clients) == 0:
+		errs = append(errs, errors.New("-clients: give at least one client count"))
+	case len(o.modes) == 0:
+		errs = append(errs, errors.New("-modes: give at least one mode"))
+	case len(o.targets) == 0:
+		errs = append(errs, errors.New("-targets: give at least one target"))
+	}
+	if o.duration < time.Second {
+		errs = append(errs, fmt.Errorf("-duration: must be at least 1s, got %v", o.duration))
+	}
+	if o.warmup < 0 {
+		errs = append(errs, fmt.Errorf("-warmup: must not be negative, got %v", o.warmup))
+	}
+	if o.scale < 1 || o.poolSize < 1 || o.threads < 1 {
+		errs = append(errs, errors.New("-scale, -pool and -threads must be at least 1"))
+	}
+	return o, errors.Join(errs...)
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+
+	b := &bench{opts: opts, log: stderr, results: map[resultKey]runResult{}}
+	defer b.cleanup()
+	if err := b.setup(ctx); err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 1
+	}
+	b.runAll(ctx)
+	b.machine.loadAfter = loadAverage()
+	if ctx.Err() != nil {
+		b.notef("Interrupted: the table is incomplete.")
+	}
+	report := b.markdown()
+	fmt.Fprint(stdout, report)
+	if opts.out != "" {
+		if err := os.WriteFile(opts.out, []byte(report), 0o644); err != nil {
+			fmt.Fprintf(stderr, "sluice-bench: writing -out: %v\n", err)
+			return 1
+		}
+	}
+	if ctx.Err() != nil {
+		return 130
+	}
+	return 0
+}
+
+// directClientLimit is the largest client count run directly against the
+// server, which allows serverMaxConnections.
+const (
+	serverMaxConnections = 300
+	directClientLimit    = 250
+)
+
+// bench is one benchmark session: the server, the targets in front of it
+// and the results. It is used by one goroutine.
+type bench struct {
+	opts    options
+	log     io.Writer
+	workDir string // temporary directory holding the proxies' files
+	server  *pgtest.Server
+	targets []*target
+	results map[resultKey]runResult
+	notes   []string // problems and remarks for the report
+	machine machine
+	clkTck  int64
+}
+
+// resultKey names one measured run.
+type resultKey struct {
+	mode    string
+	clients int
+	target  string
+}
+
+// runResult is the outcome of one measured run.
+type runResult struct {
+	skip    string // why the run was not made ("-", "unsupported"); "" if it was
+	err     error  // why the run failed; nil if it succeeded
+	bench   pgbenchResult
+	cpuSec  float64 // CPU time the proxy used during the run
+	hasCPU  bool
+	rssKiB  int64 // the proxy's resident memory, last sampled while pgbench ran
+	peakKiB int64 // the proxy's peak resident memory since it started
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "sluice-bench: "+format+"\n", args...)
+}
+
+// notef adds a line to the report's notes.
+func (b *bench) notef(format string, args ...any) {
+	b.notes = append(b.notes, fmt.Sprintf(format, args...))
+}
+
+// setup starts and loads the server and starts the proxies. Only a server
+// that cannot be prepared is fatal; a proxy that cannot be started is
+// marked broken and its cells show "failed".
+func (b *bench) setup(ctx context.Context) error {
+	limit, err := raiseFileLimit()
+	if err != nil {
+		b.notef("%v", err)
+	}
+	if need := uint64(slices.Max(b.opts.clients))*2 + 100; limit < need {
+		b.notef("open-file limit %d may be too low for %d clients (pgbench and each proxy hold one socket per client)", limit, slices.Max(b.opts.clients))
+	}
+	b.clkTck = clockTicks(ctx)
+
+	b.workDir, err = os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return err
+	}
+	// The unprivileged user PgBouncer runs as must reach its subdirectory.
+	if err := os.Chmod(b.workDir, 0o711); err != nil {
+		return err
+	}
+
+	// Build Sluice first: a compile error is reported without waiting for
+	// the data load.
+	var sluiceBin, root string
+	var buildErr error
+	if slices.Contains(b.opts.targets, targetSluice) {
+		if sluiceBin = b.opts.sluiceBin; sluiceBin == "" {
+			b.logf("building ./cmd/sluice")
+			sluiceBin = filepath.Join(b.workDir, "sluice-binary")
+			root, buildErr = buildSluice(ctx, sluiceBin)
+		}
+	}
+
+	b.logf("starting PostgreSQL")
+	b.server, err = pgtest.StartServer(pgtest.Options{
+		AuthMethod: pgtest.AuthMD5,
+		Settings: map[string]string{
+			"max_connections": strconv.Itoa(serverMaxConnections),
+			"shared_buffers":  "128MB",
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	if err := b.server.CreateRole(ctx, benchUser, benchPassword); err != nil {
+		return err
+	}
+	if err := b.server.CreateDatabase(ctx, benchDatabase, benchUser); err != nil {
+		return err
+	}
+	b.logf("loading pgbench scale %d", b.opts.scale)
+	if _, err := runClient(ctx, 30*time.Minute, "pgbench", "-i", "-q", "-s", strconv.Itoa(b.opts.scale),
+		"-h", loopback, "-p", strconv.Itoa(b.server.Port()), "-U", benchUser, benchDatabase); err != nil {
+		return fmt.Errorf("loading pgbench data: %w", err)
+	}
+	if err := b.server.Exec(ctx, "CHECKPOINT"); err != nil {
+		return err
+	}
+	b.machine = describeMachine(ctx, b.server.Port(), root)
+
+	for _, name := range b.opts.targets {
+		t, err := b.newTarget(name, sluiceBin)
+		if err == nil && buildErr != nil && name == targetSluice {
+			err = buildErr
+		}
+		if err == nil && t.start != nil {
+			b.logf("starting %s on port %d", name, t.port)
+			err = t.launch(ctx)
+		}
+		if err != nil {
+			t.broken = fmt.Errorf("%s could not be started: %w", name, err)
+			b.notef("%v", t.broken)
+			b.logf("%v", t.broken)
+		}
+		b.targets = append(b.targets, t)
+	}
+	return ctx.Err()
+}
+
+// newTarget describes the target called name; the proxies are not started
+// yet.
+func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
+	t := &target{name: name}
+	if name == targetDirect {
+		t.port = b.server.Port()
+		t.maxClients = directClientLimit
+		return t, nil
+	}
+	port, err := freePort()
+	if err != nil {
+		return t, err
+	}
+	t.port = port
+	dir := filepath.Join(b.workDir, name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return t, err
+	}
+	switch name {
+	case targetPgBouncer:
+		cred, err := unprivilegedCredential()
+		if err != nil {
+			return t, err
+		}
+		if err := chownTo(dir, cred); err != nil {
+			return t, err
+		}
+		t.start = pgbouncerSetup{dir: dir, port: port, pgPort: b.server.Port(), poolSize: b.opts.poolSize, cred: cred}.start
+		t.unsupported = map[string]string{
+			"prepared": "PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode",
+		}
+	case targetSluice:
+		t.start = sluiceSetup{dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
+	}
+	return t, nil
+}
+
+// runAll runs every (client count, mode, target) combination, interleaving
+// the targets per client count, until done or ctx ends.
+func (b *bench) runAll(ctx context.Context) {
+	for _, clients := range b.opts.clients {
+		for _, mode := range b.opts.modes {
+			for _, t := range b.targets {
+				if ctx.Err() != nil {
+					return
+				}
+				key := resultKey{mode: mode, clients: clients, target: t.name}
+				r := b.runOne(ctx, t, mode, clients)
+				b.results[key] = r
+				switch {
+				case r.skip != "":
+				case r.err != nil:
+					b.logf("%-9s %-8s %4d clients: failed", t.name, mode, clients)
+					// A broken target's reason is noted once, not per run.
+					if ctx.Err() == nil && (t.broken == nil || r.err != t.broken) {
+						b.notef("%s, -M %s, %d clients: failed: %v", t.name, mode, clients, r.err)
+					}
+				default:
+					b.logf("%-9s %-8s %4d clients: %8.0f tps, %.3f ms", t.name, mode, clients, r.bench.tps, r.bench.latencyMS)
+				}
+			}
+		}
+	}
+}
+
+// runOne makes the warm-up and the measured run of one combination.
+func (b *bench) runOne(ctx context.Context, t *target, mode string, clients int) runResult {
+	if t.maxClients > 0 && clients > t.maxClients {
+		return runResult{skip: "-"}
+	}
+	if _, ok := t.unsupported[mode]; ok {
+		return runResult{skip: "unsupported"}
+	}
+	note, err := t.check(ctx)
+	if note != "" {
+		b.notef("before %s, -M %s, %d clients: %s", t.name, mode, clients, note)
+	}
+	if err != nil {
+		return runResult{err: err}
+	}
+	run := pgbenchRun{port: t.port, clients: clients, threads: b.opts.threads, mode: mode, duration: b.opts.duration}
+	if b.opts.warmup > 0 {
+		warm := run
+		warm.duration = b.opts.warmup
+		if _, err := runPgbench(ctx, warm); err != nil {
+			return runResult{err: fmt.Errorf("warm-up run: %w", err)}
+		}
+	}
+	return b.measure(ctx, t, run)
+}
+
+// measure runs pgbench once and reads the proxy's CPU time before and after
+// it and its memory while it runs.
+func (b *bench) measure(ctx context.Context, t *target, run pgbenchRun) runResult {
+	var r runResult
+	if t.proc == nil {
+		r.bench, r.err = runPgbench(ctx, run)
+		return r
+	}
+	before, cpuErr := t.proc.cpuTicks()
+	stopSampling := make(chan struct{})
+	sampled := make(chan int64)
+	go func() {
+		var last int64
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- last
+				return
+			case <-tick.C:
+				if rss, _, err := t.proc.memory(); err == nil {
+					last = rss
+				}
+			}
+		}
+	}()
+	r.bench, r.err = runPgbench(ctx, run)
+	close(stopSampling)
+	r.rssKiB = <-sampled
+	after, err := t.proc.cpuTicks()
+	if cpuErr == nil && err == nil && b.clkTck > 0 {
+		r.cpuSec, r.hasCPU = float64(after-before)/float64(b.clkTck), true
+	}
+	if _, peak, err := t.proc.memory(); err == nil {
+		r.peakKiB = peak
+	}
+	return r
+}
+
+// cleanup stops the proxies and the server and removes the temporary
+// directories. It is safe after a partial setup.
+func (b *bench) cleanup() {
+	for _, t := range b.targets {
+		t.stop()
+	}
+	if b.server != nil {
+		if err := b.server.Stop(); err != nil {
+			b.logf("stopping PostgreSQL: %v", err)
+		}
+	}
+	if b.workDir != "" {
+		if err := os.RemoveAll(b.workDir); err != nil {
+			b.logf("removing %s: %v", b.workDir, err)
+		}
+	}
+}
+
+// freePort returns a TCP port on loopback that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// indent prefixes every line of s with prefix.
+func indent(s, prefix string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix)
+}

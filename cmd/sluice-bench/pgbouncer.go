@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// pgbouncerBinary is where Debian's pgbouncer package installs it.
+const pgbouncerBinary = "/usr/sbin/pgbouncer"
+
+// pgbouncerSetup describes the PgBouncer the harness runs.
+type pgbouncerSetup struct {
+	dir      string // private directory for its ini, userlist and log
+	port     int
+	pgPort   int
+	poolSize int
+	// cred is the user it runs as (it refuses root); nil runs it as the
+	// harness's user.
+	cred *syscall.Credential
+}
+
+// pgbouncerINI renders pgbouncer.ini: transaction pooling of the bench
+// database with the given pool size, md5 authentication against a userlist,
+// TCP on loopback only.
+func (p pgbouncerSetup) pgbouncerINI() string {
+	return fmt.Sprintf(`[databases]
+%[1]s = host=%[2]s port=%[3]d dbname=%[1]s
+
+[pgbouncer]
+listen_addr = %[2]s
+listen_port = %[4]d
+unix_socket_dir =
+auth_type = md5
+auth_file = %[5]s
+pool_mode = transaction
+default_pool_size = %[6]d
+min_pool_size = 0
+reserve_pool_size = 0
+max_client_conn = 2000
+max_db_connections = 0
+listen_backlog = 4096
+ignore_startup_parameters = extra_float_digits
+logfile = %[7]s
+pidfile =
+log_connections = 0
+log_disconnections = 0
+`, benchDatabase, loopback, p.pgPort, p.port,
+		filepath.Join(p.dir, "userlist.txt"), p.poolSize, filepath.Join(p.dir, "pgbouncer.log"))
+}
+
+// start writes PgBouncer's files and starts it in the foreground as p.cred.
+// It inherits the harness's raised open-file limit (unlike a start through
+// su, which resets it to 1,024).
+func (p pgbouncerSetup) start(context.Context) (*child, error) {
+	files := map[string]string{
+		"pgbouncer.ini": p.pgbouncerINI(),
+		"userlist.txt":  fmt.Sprintf("%q %q\n", benchUser, benchPassword),
+	}
+	for name, content := range files {
+		path := filepath.Join(p.dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			return nil, err
+		}
+		if err := chownTo(path, p.cred); err != nil {
+			return nil, err
+		}
+	}
+	cmd := exec.Command(pgbouncerBinary, filepath.Join(p.dir, "pgbouncer.ini"))
+	cmd.Dir = p.dir
+	if p.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	}
+	return startChild("pgbouncer", cmd, filepath.Join(p.dir, "pgbouncer.stderr"))
+}
+
+// chownTo hands path to cred's user; it does nothing for a nil cred.
+func chownTo(path string, cred *syscall.Credential) error {
+	if cred == nil {
+		return nil
+	}
+	if err := os.Chown(path, int(cred.Uid), int(cred.Gid)); err != nil {
+		return fmt.Errorf("handing %s to uid %d: %w", path, cred.Uid, err)
+	}
+	return nil
+}
+
+// pgbouncerVersion returns the first line of `pgbouncer --version`.
+func pgbouncerVersion(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, pgbouncerBinary, "--version").Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return first
+}

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// machine describes where the benchmark ran.
+type machine struct {
+	cpus      int
+	cpuModel  string
+	memory    string
+	kernel    string
+	os        string
+	goVersion string
+	postgres  string
+	pgbench   string
+	pgbouncer string
+	sluiceRev string
+	fileLimit string
+	// loadBefore and loadAfter are /proc/loadavg before and after the runs:
+	// other work on the machine skews the numbers.
+	loadBefore string
+	loadAfter  string
+}
+
+// describeMachine gathers the machine description; parts it cannot read
+// are left empty.
+func describeMachine(ctx context.Context, pgPort int, root string) machine {
+	m := machine{
+		cpus:       runtime.NumCPU(),
+		cpuModel:   procField("/proc/cpuinfo", "model name"),
+		memory:     procField("/proc/meminfo", "MemTotal"),
+		kernel:     readTrimmed("/proc/sys/kernel/osrelease"),
+		goVersion:  runtime.Version(),
+		pgbouncer:  pgbouncerVersion(ctx),
+		sluiceRev:  sourceRevision(ctx, root),
+		loadBefore: loadAverage(),
+	}
+	if v := osRelease(); v != "" {
+		m.os = v
+	}
+	if v, err := querySingle(ctx, pgPort, "SHOW server_version"); err == nil {
+		m.postgres = v
+	}
+	if out, err := runClient(ctx, 10*time.Second, "pgbench", "--version"); err == nil {
+		m.pgbench = strings.TrimSpace(out)
+	}
+	if out, err := runClient(ctx, 10*time.Second, "sh", "-c", "ulimit -n"); err == nil {
+		m.fileLimit = strings.TrimSpace(out)
+	}
+	return m
+}
+
+// procField returns the value of the first "name: value" line of a /proc
+// file such as /proc/cpuinfo.
+func procField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return ""
+}
+
+// osRelease returns PRETTY_NAME from /etc/os-release.
+func osRelease() string {
+	b, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	f := strings.Fields(readTrimmed("/proc/loadavg"))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func readTrimmed(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// clockTicks returns the kernel's clock ticks per second (the unit of
+// /proc/<pid>/stat CPU times) from `getconf CLK_TCK`, or 100, the value on
+// every Linux platform Go supports, if it cannot be read.
+func clockTicks(ctx context.Context) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "getconf", "CLK_TCK").Output()
+	if err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 100
+}
+
+// markdown renders the report: the setup, one table, the added latency at
+// one client, the proxies' memory, the machine and the notes.
+func (b *bench) markdown() string {
+	var w strings.Builder
+	o := b.opts
+	fmt.Fprintf(&w, "## Sluice benchmark: pgbench -S, scale %d, pool %d, transaction mode\n\n", o.scale, o.poolSize)
+	fmt.Fprintf(&w, "Each cell is one `pgbench -S -n -T %d -c <clients> -j %d -M <mode>` run over TCP on loopback (md5 authentication, no TLS), "+
+		"after an unmeasured %s warm-up run. TPS excludes initial connection time; latency is pgbench's average. "+
+		"CPU is the proxy process's user+system time over the whole pgbench run (connecting the clients included) "+
+		"divided by the transactions processed. \"-\": direct runs above %d clients exceed the server's max_connections of %d.\n\n",
+		wholeSeconds(o.duration), o.threads, o.warmup, directClientLimit, serverMaxConnections)
+
+	multiMode := len(o.modes) > 1
+	header := []string{"clients"}
+	if multiMode {
+		header = []string{"mode", "clients"}
+	}
+	for _, t := range o.targets {
+		header = append(header, t+" TPS", t+" lat ms")
+	}
+	hasBoth := slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetPgBouncer)
+	if hasBoth {
+		header = append(header, "sluice/pgbouncer TPS")
+	}
+	for _, t := range []string{targetSluice, targetPgBouncer} {
+		if slices.Contains(o.targets, t) {
+			header = append(header, t+" CPU s/10k tx")
+		}
+	}
+	writeRow(&w, header)
+	sep := make([]string, len(header))
+	for i := range sep {
+		sep[i] = "---:"
+	}
+	writeRow(&w, sep)
+
+	for _, mode := range o.modes {
+		for _, clients := range o.clients {
+			row := []string{strconv.Itoa(clients)}
+			if multiMode {
+				row = []string{mode, strconv.Itoa(clients)}
+			}
+			res := func(target string) (runResult, bool) {
+				r, ok := b.results[resultKey{mode: mode, clients: clients, target: target}]
+				return r, ok
+			}
+			for _, t := range o.targets {
+				r, ok := res(t)
+				row = append(row, tpsCell(r, ok), latencyCell(r, ok))
+			}
+			if hasBoth {
+				s, okS := res(targetSluice)
+				p, okP := res(targetPgBouncer)
+				cell := ""
+				if okS && okP && succeeded(s) && succeeded(p) && p.bench.tps > 0 {
+					cell = fmt.Sprintf("%.2f", s.bench.tps/p.bench.tps)
+				}
+				row = append(row, orDash(cell))
+			}
+			for _, t := range []string{targetSluice, targetPgBouncer} {
+				if slices.Contains(o.targets, t) {
+					r, ok := res(t)
+					row = append(row, cpuCell(r, ok, o.duration))
+				}
+			}
+			writeRow(&w, row)
+		}
+	}
+	w.WriteString("\n")
+	b.writeAddedLatency(&w)
+	b.writeMemory(&w)
+	b.writeMachine(&w)
+	if len(b.notes) > 0 {
+		w.WriteString("\nNotes and problems:\n")
+		for _, n := range b.notes {
+			fmt.Fprintf(&w, "- %s\n", indent(n, "  ")[2:])
+		}
+	}
+	return w.String()
+}
+
+// writeAddedLatency writes, per mode, how much average latency each proxy
+// adds to a direct connection at one client.
+func (b *bench) writeAddedLatency(w *strings.Builder) {
+	if !slices.Contains(b.opts.clients, 1) {
+		return
+	}
+	for _, mode := range b.opts.modes {
+		direct, ok := b.results[resultKey{mode: mode, clients: 1, target: targetDirect}]
+		if !ok || !succeeded(direct) {
+			continue
+		}
+		var parts []string
+		for _, t := range []string{targetSluice, targetPgBouncer} {
+			r, ok := b.results[resultKey{mode: mode, clients: 1, target: t}]
+			if ok && succeeded(r) {
+				parts = append(parts, fmt.Sprintf("%s %+.0f µs", t, (r.bench.latencyMS-direct.bench.latencyMS)*1000))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "Added latency at 1 client vs direct (-M %s, direct %.3f ms): %s\n\n",
+				mode, direct.bench.latencyMS, strings.Join(parts, ", "))
+		}
+	}
+}
+
+// writeMemory writes the proxies' resident memory: idle after start, and
+// during the run with the most clients (simple mode if it ran).
+func (b *bench) writeMemory(w *strings.Builder) {
+	clients := slices.Max(b.opts.clients)
+	mode := b.opts.modes[0]
+	if slices.Contains(b.opts.modes, "simple") {
+		mode = "simple"
+	}
+	var parts []string
+	for _, t := range b.targets {
+		if t.start == nil {
+			continue
+		}
+		r, ok := b.results[resultKey{mode: mode, clients: clients, target: t.name}]
+		if !ok || r.rssKiB == 0 {
+			if t.idleRSSKiB > 0 {
+				parts = append(parts, fmt.Sprintf("%s idle %s", t.name, mib(t.idleRSSKiB)))
+			}
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (idle after start %s, peak %s)",
+			t.name, mib(r.rssKiB), mib(t.idleRSSKiB), mib(r.peakKiB)))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "RSS at the end of the %d-client -M %s run (VmRSS, last sampled while pgbench ran): %s\n\n",
+			clients, mode, strings.Join(parts, "; "))
+	}
+}
+
+// writeMachine writes the machine description.
+func (b *bench) writeMachine(w *strings.Builder) {
+	m := b.machine
+	w.WriteString("Machine:\n")
+	item := func(name, value string) {
+		if value != "" {
+			fmt.Fprintf(w, "- %s: %s\n", name, value)
+		}
+	}
+	item("CPUs (nproc)", strconv.Itoa(m.cpus))
+	item("CPU model", m.cpuModel)
+	item("memory", m.memory)
+	item("OS", m.os)
+	item("kernel", m.kernel)
+	item("Go", m.goVersion)
+	item("PostgreSQL", m.postgres)
+	item("pgbench", m.pgbench)
+	item("PgBouncer", m.pgbouncer)
+	item("Sluice source", m.sluiceRev)
+	item("open-file limit", m.fileLimit)
+	if m.loadBefore != "" || m.loadAfter != "" {
+		item("load average (1/5/15 min) before / after the runs", m.loadBefore+" / "+m.loadAfter)
+	}
+}
+
+// succeeded reports whether r is a completed run.
+func succeeded(r runResult) bool { return r.skip == "" && r.err == nil }
+
+// tpsCell renders a TPS cell: the rate, "-" or "unsupported" for a run not
+// made, "failed" for a failed run, "" for a run not reached.
+func tpsCell(r runResult, ok bool) string {
+	switch {
+	case !ok:
+		return ""
+	case r.skip != "":
+		return r.skip
+	case r.err != nil:
+		return "failed"
+	}
+	s := fmt.Sprintf("%.0f", r.bench.tps)
+	if r.bench.failed > 0 {
+		s += fmt.Sprintf(" (%d failed tx)", r.bench.failed)
+	}
+	return s
+}
+
+// latencyCell renders an average latency cell.
+func latencyCell(r runResult, ok bool) string {
+	switch {
+	case !ok:
+		return ""
+	case !succeeded(r):
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", r.bench.latencyMS)
+}
+
+// cpuCell renders a proxy's CPU seconds per 10,000 transactions: CPU time
+// over the transactions pgbench processed, or tps × duration if it did not
+// say.
+func cpuCell(r runResult, ok bool, duration time.Duration) string {
+	if !ok {
+		return ""
+	}
+	if !succeeded(r) || !r.hasCPU {
+		return "-"
+	}
+	tx := float64(r.bench.processed)
+	if tx == 0 {
+		tx = r.bench.tps * float64(wholeSeconds(duration))
+	}
+	if tx <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", r.cpuSec/tx*10000)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// mib renders KiB as MiB.
+func mib(kib int64) string {
+	return fmt.Sprintf("%.1f MiB", float64(kib)/1024)
+}
+
+func writeRow(w *strings.Builder, cells []string) {
+	w.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluicedb/sluice/core/config"
+)
+
+// buildTimeout bounds `go build ./cmd/sluice`.
+const buildTimeout = 5 * time.Minute
+
+// sluiceSetup describes the Sluice the harness runs.
+type sluiceSetup struct {
+	dir      string // private directory for its binary, config and log
+	binary   string // the sluice executable
+	port     int
+	pgAddr   string
+	poolSize int
+}
+
+// configHCL renders proxy.hcl: one listener in front of the server,
+// transaction pooling with the given pool size and md5 authentication of the
+// bench user, mirroring the PgBouncer setup.
+func (s sluiceSetup) configHCL() string {
+	return fmt.Sprintf(`listen "main" {
+  address = "%s:%d"
+  cluster = "main"
+}
+
+pool {
+  mode            = "transaction"
+  max_connections = %d
+  borrow_timeout  = "120s"
+}
+
+cluster "main" {
+  writer = %q
+}
+
+auth {
+  method = "md5"
+  user %q {
+    password         = %q
+    backend_user     = %q
+    backend_password = %q
+  }
+}
+
+log {
+  level = "warn"
+}
+
+shutdown_timeout = "0s"
+`, loopback, s.port, s.poolSize, s.pgAddr, benchUser, benchPassword, benchUser, benchPassword)
+}
+
+// start validates and writes proxy.hcl and runs `sluice run` as a separate
+// process, so that its CPU time and memory can be read from /proc.
+func (s sluiceSetup) start(context.Context) (*child, error) {
+	hcl := s.configHCL()
+	if _, err := config.Parse([]byte(hcl), nil); err != nil {
+		return nil, fmt.Errorf("the generated proxy.hcl is invalid: %w", err)
+	}
+	path := filepath.Join(s.dir, "proxy.hcl")
+	if err := os.WriteFile(path, []byte(hcl), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(s.binary, "run", "--config", path)
+	cmd.Dir = s.dir
+	// Keep SLUICE_* overrides in the harness's environment from changing
+	// the configuration being measured.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SLUICE_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	return startChild("sluice", cmd, filepath.Join(s.dir, "sluice.log"))
+}
+
+// buildSluice compiles ./cmd/sluice of the module containing the working
+// directory into out and returns the module's root directory.
+func buildSluice(ctx context.Context, out string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
+	defer cancel()
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(gomod))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the Sluice module: run from the repository, or pass -sluice-bin")
+	}
+	root := filepath.Dir(mod)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/sluice")
+	cmd.Dir = root
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Run(); err != nil {
+		return root, fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, strings.TrimSpace(output.String()))
+	}
+	return root, nil
+}
+
+// sourceRevision describes the commit the module root is at, with
+// "+uncommitted changes" when the working tree differs from it; "" if git
+// cannot tell.
+func sourceRevision(ctx context.Context, root string) string {
+	if root == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rev, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	desc := strings.TrimSpace(string(rev))
+	status, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=normal").Output()
+	if err == nil && len(bytes.TrimSpace(status)) > 0 {
+		desc += " + uncommitted changes"
+	}
+	return desc
+}

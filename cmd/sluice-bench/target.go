@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The targets pgbench is run against, in the order they are run and shown.
+const (
+	targetDirect    = "direct"
+	targetPgBouncer = "pgbouncer"
+	targetSluice    = "sluice"
+)
+
+// readyTimeout bounds how long a freshly started proxy has to accept a
+// query.
+const readyTimeout = 30 * time.Second
+
+// target is one place pgbench connects to: PostgreSQL itself or a proxy in
+// front of it. It is used by one goroutine at a time.
+type target struct {
+	name string
+	port int
+	// start starts the proxy process; nil for the server itself.
+	start func(context.Context) (*child, error)
+	proc  *child
+	// broken says why the target cannot be benchmarked (it could not be
+	// built or started); nil when it can.
+	broken error
+	// maxClients is the largest client count the target takes; 0 means no
+	// limit.
+	maxClients int
+	// unsupported maps a pgbench -M mode to why the target cannot run it.
+	unsupported map[string]string
+	// idleRSSKiB is the proxy's resident memory once started, before any
+	// benchmark.
+	idleRSSKiB int64
+}
+
+// launch starts the proxy and waits until a query goes through it; on
+// failure the process is stopped and the error quotes its log.
+func (t *target) launch(ctx context.Context) error {
+	proc, err := t.start(ctx)
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, t.port, proc); err != nil {
+		proc.stop()
+		if tail := proc.logTail(20); tail != "" {
+			err = fmt.Errorf("%w\n  last lines of its log (%s):\n%s", err, proc.logPath, indent(tail, "    "))
+		}
+		return err
+	}
+	t.proc = proc
+	if rss, _, err := proc.memory(); err == nil {
+		t.idleRSSKiB = rss
+	}
+	return nil
+}
+
+// check makes sure the proxy is running and answers a query before a run.
+// A proxy that has exited or stopped answering is restarted; the returned
+// note says what happened, for the report. A non-nil error means the
+// target cannot be used for this run.
+func (t *target) check(ctx context.Context) (note string, err error) {
+	if t.broken != nil {
+		return "", t.broken
+	}
+	if t.start == nil {
+		return "", nil
+	}
+	if done, exitErr := t.proc.exited(); done {
+		note = fmt.Sprintf("%s had exited (%v); restarting it. Last lines of its log:\n%s",
+			t.name, exitErr, indent(t.proc.logTail(20), "    "))
+	} else if _, err := querySingle(ctx, t.port, "SELECT 1"); err != nil {
+		note = fmt.Sprintf("%s stopped answering (%v); restarting it", t.name, err)
+	} else {
+		return "", nil
+	}
+	t.proc.stop()
+	if err := t.launch(ctx); err != nil {
+		t.broken = fmt.Errorf("%s could not be restarted: %w", t.name, err)
+		return note + "\n" + t.broken.Error(), t.broken
+	}
+	return note, nil
+}
+
+// stop stops the proxy, if one is running.
+func (t *target) stop() {
+	if t.proc != nil {
+		t.proc.stop()
+	}
+}
+
+// waitReady polls until `SELECT 1` through port succeeds, the process exits
+// or readyTimeout passes.
+func waitReady(ctx context.Context, port int, proc *child) error {
+	deadline := time.Now().Add(readyTimeout)
+	var last error
+	for {
+		if done, exitErr := proc.exited(); done {
+			return fmt.Errorf("%s exited during startup: %v", proc.name, exitErr)
+		}
+		_, err := querySingle(ctx, port, "SELECT 1")
+		if err == nil {
+			return nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer SELECT 1 on port %d within %v: %w", proc.name, port, readyTimeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// psql runs one command through Sluice with psql and returns its output.
+func (e *testEnv) psql(t *testing.T, password, sslmode, sql string) (string, error) {
+	t.Helper()
+	host, port, _ := strings.Cut(e.addr, ":")
+	cmd := exec.Command("psql", "-X", "-A", "-t", "-h", host, "-p", port, "-U", appUser, "-d", "appdb", "-c", sql)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGSSLMODE="+sslmode, "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestSCRAMWithPsqlAndPgx(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	out, err := e.psql(t, appPassword, "disable", "SELECT current_user")
+	if err != nil || strings.TrimSpace(out) != appUser {
+		t.Fatalf("psql with SCRAM: %v\n%s", err, out)
+	}
+	c := e.connect(t)
+	var user string
+	if err := c.QueryRow(context.Background(), "SELECT current_user").Scan(&user); err != nil || user != appUser {
+		t.Fatalf("pgx with SCRAM: %q, %v", user, err)
+	}
+}
+
+func TestWrongPasswordAndUnknownUser(t *testing.T) {
+	for _, method := range []string{"scram-sha-256", "md5"} {
+		t.Run(method, func(t *testing.T) {
+			e := newEnv(t, envOptions{auth: method})
+			su := e.superuser(t)
+			before := e.serverConns(t, su)
+			ctx := context.Background()
+			host, port, _ := strings.Cut(e.addr, ":")
+			for _, url := range []string{
+				"postgres://app:wrong@" + host + ":" + port + "/appdb?sslmode=disable",
+				"postgres://nobody:whatever@" + host + ":" + port + "/appdb?sslmode=disable",
+			} {
+				_, err := pgx.Connect(ctx, url)
+				if code := sqlstate(err); code != "28P01" {
+					t.Errorf("%s: err %v, want SQLSTATE 28P01", url, err)
+				}
+			}
+			out, err := e.psql(t, "wrong", "disable", "SELECT 1")
+			if err == nil || !strings.Contains(out, "password authentication failed") {
+				t.Errorf("psql with a wrong password: %v\n%s", err, out)
+			}
+			if after := e.serverConns(t, su); after != before {
+				t.Errorf("failed logins opened server connections: %d before, %d after", before, after)
+			}
+		})
+	}
+}
+
+// writeCert writes a self-signed certificate and key for 127.0.0.1.
+func writeCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
+}
+
+func TestTLS(t *testing.T) {
+	cert, key := writeCert(t)
+	tlsBlock := `tls {
+    cert_file = "` + cert + `"
+    key_file  = "` + key + `"
+  }`
+	t.Run("sslmode=require", func(t *testing.T) {
+		e := newEnv(t, envOptions{listen: tlsBlock})
+		out, err := e.psql(t, appPassword, "require", `\conninfo`)
+		if err != nil || !strings.Contains(out, "SSL connection") {
+			t.Fatalf("psql sslmode=require: %v\n%s", err, out)
+		}
+		c := e.connect(t) // sslmode=disable still allowed
+		var one int
+		if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+			t.Fatal(err)
+		}
+		host, port, _ := strings.Cut(e.addr, ":")
+		tc, err := pgx.Connect(context.Background(), "postgres://app:"+appPassword+"@"+host+":"+port+"/appdb?sslmode=require")
+		if err != nil {
+			t.Fatalf("pgx sslmode=require: %v", err)
+		}
+		defer tc.Close(context.Background())
+		if _, ok := tc.PgConn().Conn().(*tls.Conn); !ok {
+			t.Fatalf("pgx sslmode=require connection is %T, not TLS", tc.PgConn().Conn())
+		}
+	})
+	t.Run("require_tls", func(t *testing.T) {
+		e := newEnv(t, envOptions{listen: tlsBlock + "\n  require_tls = true"})
+		out, err := e.psql(t, appPassword, "disable", "SELECT 1")
+		if err == nil || !strings.Contains(out, "requires TLS") {
+			t.Fatalf("plaintext client was not refused: %v\n%s", err, out)
+		}
+		out, err = e.psql(t, appPassword, "require", "SELECT 1")
+		if err != nil || strings.TrimSpace(out) != "1" {
+			t.Fatalf("TLS client refused: %v\n%s", err, out)
+		}
+	})
+}
