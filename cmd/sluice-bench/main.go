@@ -355,13 +355,16 @@ func (b *bench) runAll(ctx context.Context) {
 				}
 				key := resultKey{mode: mode, clients: clients, target: t.name}
 				r := b.runOne(ctx, t, mode, clients)
+				if ctx.Err() != nil {
+					return // interrupted: the cell stays empty
+				}
 				b.results[key] = r
 				switch {
 				case r.skip != "":
 				case r.err != nil:
 					b.logf("%-9s %-8s %4d clients: failed", t.name, mode, clients)
 					// A broken target's reason is noted once, not per run.
-					if ctx.Err() == nil && (t.broken == nil || r.err != t.broken) {
+					if t.broken == nil || r.err != t.broken {
 						b.notef("%s, -M %s, %d clients: failed: %v", t.name, mode, clients, r.err)
 					}
 				default:

@@ -238,24 +238,23 @@ func (b *bench) writeMemory(w *strings.Builder) {
 	if slices.Contains(b.opts.modes, "simple") {
 		mode = "simple"
 	}
-	var parts []string
+	var during, idle []string
 	for _, t := range b.targets {
-		if t.start == nil {
+		if t.start == nil || t.idleRSSKiB == 0 {
 			continue
 		}
+		idle = append(idle, fmt.Sprintf("%s %s", t.name, mib(t.idleRSSKiB)))
 		r, ok := b.results[resultKey{mode: mode, clients: clients, target: t.name}]
-		if !ok || r.rssKiB == 0 {
-			if t.idleRSSKiB > 0 {
-				parts = append(parts, fmt.Sprintf("%s idle %s", t.name, mib(t.idleRSSKiB)))
-			}
-			continue
+		if ok && r.rssKiB > 0 {
+			during = append(during, fmt.Sprintf("%s %s (peak since start %s)", t.name, mib(r.rssKiB), mib(r.peakKiB)))
 		}
-		parts = append(parts, fmt.Sprintf("%s %s (idle after start %s, peak %s)",
-			t.name, mib(r.rssKiB), mib(t.idleRSSKiB), mib(r.peakKiB)))
 	}
-	if len(parts) > 0 {
+	if len(during) > 0 {
 		fmt.Fprintf(w, "RSS at the end of the %d-client -M %s run (VmRSS, last sampled while pgbench ran): %s\n\n",
-			clients, mode, strings.Join(parts, "; "))
+			clients, mode, strings.Join(during, "; "))
+	}
+	if len(idle) > 0 {
+		fmt.Fprintf(w, "RSS right after start, before any run: %s\n\n", strings.Join(idle, "; "))
 	}
 }
 

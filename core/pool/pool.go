@@ -98,12 +98,20 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if c.alive() && !p.expiredLocked(c, time.Now()) {
-			p.mu.Unlock()
+		expired := p.expiredLocked(c, time.Now())
+		p.mu.Unlock()
+		// The health check is a system call: keep it outside the lock.
+		if !expired && c.alive() {
 			return c, nil
 		}
+		c.Close()
+		p.mu.Lock()
 		p.open--
-		go c.Close()
+		p.grantLocked()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
 	}
 	if p.open < p.settings.MaxConnections && p.waiters.len == 0 {
 		p.open++

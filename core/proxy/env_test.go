@@ -36,11 +36,11 @@ type testEnv struct {
 
 // envOptions tunes newEnv.
 type envOptions struct {
-	pool     string // extra lines inside the pool block
-	listen   string // extra lines inside the listen block
-	auth     string // auth method
-	pg       pgtest.Options
-	noServe  bool
+	pool    string // extra lines inside the pool block
+	listen  string // extra lines inside the listen block
+	auth    string // auth method
+	pg      pgtest.Options
+	noServe bool
 }
 
 // newEnv starts PostgreSQL with role "app" (password backendPass) and a
