@@ -32,6 +32,10 @@ type Conn struct {
 	// Reported holds the values the server reported when the connection
 	// started: the defaults a client that sets nothing would see.
 	Reported map[string]string
+	// ParamsKey fingerprints Params as last synchronised by a session, so
+	// that a borrower with the same parameters skips the comparison. It is
+	// cleared whenever Params changes otherwise.
+	ParamsKey string
 
 	netConn   net.Conn
 	addr      string
@@ -85,6 +89,7 @@ func (c *Conn) Exec(sql string) error {
 		case wire.MsgParameterStatus:
 			if name, value, ok := wire.ParseParameterStatus(body); ok {
 				c.Params[name] = value
+				c.ParamsKey = ""
 			}
 		case wire.MsgReadyForQuery:
 			if len(body) != 1 || body[0] != wire.TxIdle {
@@ -153,6 +158,7 @@ func (c *Conn) Sync() (byte, error) {
 		case wire.MsgParameterStatus:
 			if name, value, ok := wire.ParseParameterStatus(body); ok {
 				c.Params[name] = value
+				c.ParamsKey = ""
 			}
 		case wire.MsgReadyForQuery:
 			if len(body) == 1 {
@@ -166,6 +172,7 @@ func (c *Conn) Sync() (byte, error) {
 // ForgetSetParams drops the parameters Sluice set that the server does not
 // report, after DISCARD ALL or RESET ALL restored their defaults.
 func (c *Conn) ForgetSetParams() {
+	c.ParamsKey = ""
 	for name := range c.Params {
 		if _, ok := c.Reported[name]; !ok {
 			delete(c.Params, name)

@@ -27,6 +27,12 @@ type Settings struct {
 	Lifetime           time.Duration // close connections older; 0 keeps them
 }
 
+// healthCheckAfter is how long a connection must have been idle before
+// Borrow checks its socket for a FATAL or end of file the server sent while
+// it sat in the pool. Connections handed on within this time were in use
+// a moment ago; skipping the system call for them keeps the hot path lean.
+const healthCheckAfter = 5 * time.Millisecond
+
 // ErrClosed is returned by Borrow on a closed pool.
 var ErrClosed = errors.New("pool closed")
 
@@ -98,10 +104,12 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		expired := p.expiredLocked(c, time.Now())
+		now := time.Now()
+		expired := p.expiredLocked(c, now)
+		check := now.Sub(c.idleSince) > healthCheckAfter
 		p.mu.Unlock()
 		// The health check is a system call: keep it outside the lock.
-		if !expired && c.alive() {
+		if !expired && (!check || c.alive()) {
 			return c, nil
 		}
 		c.Close()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strings"
 
 	"go.uber.org/zap"
@@ -131,6 +132,8 @@ func (s *Session) login(ctx context.Context) error {
 			s.params[name] = srv.Params[name]
 		}
 	}
+	s.paramsKey = ""
+	srv.ParamsKey = s.fingerprint()
 
 	out := wire.AppendAuthenticationOk(nil)
 	for name := range srv.Reported {
@@ -228,6 +231,10 @@ var fixed = map[string]bool{
 // differ and resets those a previous client set that this one did not, in
 // one round trip, and nothing when they already match.
 func (s *Session) syncParams(srv *pool.Conn) error {
+	key := s.fingerprint()
+	if srv.ParamsKey == key {
+		return nil
+	}
 	var sets, resets []string
 	for name, want := range s.params {
 		if fixed[name] {
@@ -270,7 +277,31 @@ func (s *Session) syncParams(srv *pool.Conn) error {
 	for _, name := range resets {
 		delete(srv.Params, name)
 	}
+	srv.ParamsKey = key
 	return nil
+}
+
+// fingerprint returns a string that is equal for two sessions exactly when
+// their parameters are, computed once per change.
+func (s *Session) fingerprint() string {
+	if s.paramsKey != "" {
+		return s.paramsKey
+	}
+	names := make([]string, 0, len(s.params))
+	for name := range s.params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		b.WriteString(name)
+		b.WriteByte(0)
+		b.WriteString(s.params[name])
+		b.WriteByte(0)
+	}
+	b.WriteByte(1) // never empty
+	s.paramsKey = b.String()
+	return s.paramsKey
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

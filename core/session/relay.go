@@ -338,6 +338,7 @@ func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
 			if name, value, ok := wire.ParseParameterStatus(body); ok {
 				srv.Params[name] = value
 				s.params[name] = value
+				srv.ParamsKey, s.paramsKey = "", ""
 			}
 			s.cw.Write(wire.AppendMessage(scratch[:0], typ, body))
 		case wire.MsgErrorResponse:

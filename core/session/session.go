@@ -74,9 +74,10 @@ type Session struct {
 	cr      *wire.Reader
 	cw      *wire.Writer
 
-	user   string
-	pool   *pool.Pool
-	params map[string]string // the client's parameter values, canonical after login
+	user      string
+	pool      *pool.Pool
+	params    map[string]string // the client's parameter values, canonical after login
+	paramsKey string            // fingerprint of params; "" when it must be recomputed
 
 	lastActive atomic.Int64 // unix nanoseconds of the last client message
 
