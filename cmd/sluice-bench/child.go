@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,6 +98,64 @@ func (c *child) stop() {
 // logTail returns the last n lines of the process's output.
 func (c *child) logTail(n int) string {
 	return fileTail(c.logPath, n)
+}
+
+// logSize returns the current size of the process's log.
+func (c *child) logSize() int64 {
+	info, err := os.Stat(c.logPath)
+	if err != nil {
+		return 0
+	}
+	return info.Size()
+}
+
+// maxLoggedLines and maxLoggedLineLen bound what logSince returns.
+const (
+	maxLoggedLines   = 10
+	maxLoggedLineLen = 400
+)
+
+// logSince returns what the process logged after its log had size offset:
+// its distinct lines, at most maxLoggedLines of them, each cut to
+// maxLoggedLineLen bytes.
+func (c *child) logSince(offset int64) string {
+	f, err := os.Open(c.logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return ""
+	}
+	seen := map[string]bool{}
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		key := logLineKey(line)
+		if line == "" || seen[key] {
+			continue
+		}
+		seen[key] = true
+		if len(line) > maxLoggedLineLen {
+			line = line[:maxLoggedLineLen] + "..."
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) > maxLoggedLines {
+		lines = append(lines[:maxLoggedLines], fmt.Sprintf("(%d more distinct lines in %s)", len(lines)-maxLoggedLines, c.logPath))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// logVarying matches the parts of a log line that differ between otherwise
+// identical events: timestamps, numbers such as session ids and ports.
+var logVarying = regexp.MustCompile(`"ts":[0-9.e+]+,?|[0-9]+`)
+
+// logLineKey is what logSince compares to drop repeated events.
+func logLineKey(line string) string {
+	return logVarying.ReplaceAllString(line, "#")
 }
 
 // cpuTicks returns the user plus system CPU time the process has used, in

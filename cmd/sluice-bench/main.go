@@ -43,105 +43,6 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// options are the command-line flags.
-type options struct {
-	clients   []int
-	modes     []string
-	targets   []string
-	duration  time.Duration
-	warmup    time.Duration
-	scale     int
-	poolSize  int
-	threads   int
-	out       string
-	sluiceBin string
-}
-
-// pgbench -M modes the harness accepts.
-var allModes = []string{"simple", "extended", "prepared"}
-
-// parseFlags parses args into options.
-func parseFlags(args []string, stderr io.Writer) (options, error) {
-	fs := flag.NewFlagSet("sluice-bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./cmd/sluice-bench [flags]\n\nRuns pgbench -S directly, through PgBouncer and through Sluice and prints a markdown table.\n\nFlags:")
-		fs.PrintDefaults()
-	}
-	var o options
-	clients := fs.String("clients", "1,10,100,1000", "comma-separated pgbench client counts")
-	modes := fs.String("modes", "simple", "comma-separated pgbench -M query modes: simple, extended, prepared")
-	targets := fs.String("targets", "direct,pgbouncer,sluice", "comma-separated targets to run")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (whole seconds)")
-	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured pgbench run before each measured run; 0 disables")
-	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale factor")
-	fs.IntVar(&o.poolSize, "pool", 20, "server connections per pool, for PgBouncer and Sluice alike")
-	fs.IntVar(&o.threads, "threads", 2, "pgbench -j worker threads")
-	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
-	fs.StringVar(&o.sluiceBin, "sluice-bin", "", "use this sluice executable instead of building ./cmd/sluice")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	var errs []error
-	for _, s := range splitList(*clients) {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("-clients: %q is not a positive whole number", s))
-			continue
-		}
-		o.clients = append(o.clients, n)
-	}
-	o.modes = splitList(*modes)
-	for _, m := range o.modes {
-		if !slices.Contains(allModes, m) {
-			errs = append(errs, fmt.Errorf("-modes: %q is not one of %s", m, strings.Join(allModes, ", ")))
-		}
-	}
-	for _, t := range splitList(*targets) {
-		if !slices.Contains([]string{targetDirect, targetPgBouncer, targetSluice}, t) {
-			errs = append(errs, fmt.Errorf("-targets: %q is not one of direct, pgbouncer, sluice", t))
-		}
-	}
-	// Keep the canonical order whatever order the flag lists them in.
-	for _, t := range []string{targetDirect, targetPgBouncer, targetSluice} {
-		if slices.Contains(splitList(*targets), t) {
-			o.targets = append(o.targets, t)
-		}
-	}
-	switch {
-	case len(o.clients) == 0:
-		errs = append(errs, errors.New("-clients: give at least one client count"))
-	case len(o.modes) == 0:
-		errs = append(errs, errors.New("-modes: give at least one mode"))
-	case len(o.targets) == 0:
-		errs = append(errs, errors.New("-targets: give at least one target"))
-	}
-	if o.duration < time.Second {
-		errs = append(errs, fmt.Errorf("-duration: must be at least 1s, got %v", o.duration))
-	}
-	if o.warmup < 0 {
-		errs = append(errs, fmt.Errorf("-warmup: must not be negative, got %v", o.warmup))
-	}
-	if o.scale < 1 || o.poolSize < 1 || o.threads < 1 {
-		errs = append(errs, errors.New("-scale, -pool and -threads must be at least 1"))
-	}
-	return o, errors.Join(errs...)
-}
-
-// splitList splits a comma-separated flag value, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
-}
-
 func run(args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -220,6 +121,14 @@ type runResult struct {
 
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "sluice-bench: "+format+"\n", args...)
+}
+
+// verbose returns where to copy pgbench's output, or nil.
+func (b *bench) verbose() io.Writer {
+	if b.opts.verbose {
+		return b.log
+	}
+	return nil
 }
 
 // notef adds a line to the report's notes.
@@ -375,7 +284,8 @@ func (b *bench) runAll(ctx context.Context) {
 	}
 }
 
-// runOne makes the warm-up and the measured run of one combination.
+// runOne runs one combination, or says why it is not run. A failed run's
+// error includes what the proxy logged during it.
 func (b *bench) runOne(ctx context.Context, t *target, mode string, clients int) runResult {
 	if t.maxClients > 0 && clients > t.maxClients {
 		return runResult{skip: "-"}
@@ -390,11 +300,26 @@ func (b *bench) runOne(ctx context.Context, t *target, mode string, clients int)
 	if err != nil {
 		return runResult{err: err}
 	}
+	r := b.warmAndMeasure(ctx, t, mode, clients)
+	if r.err != nil && t.proc != nil {
+		if logged := t.proc.logSince(t.logMark); logged != "" {
+			r.err = fmt.Errorf("%w\n  %s logged meanwhile:\n%s", r.err, t.name, indent(logged, "    "))
+		}
+	}
+	return r
+}
+
+// warmAndMeasure makes the warm-up and the measured run of one
+// combination.
+func (b *bench) warmAndMeasure(ctx context.Context, t *target, mode string, clients int) runResult {
+	if t.proc != nil {
+		t.logMark = t.proc.logSize()
+	}
 	run := pgbenchRun{port: t.port, clients: clients, threads: b.opts.threads, mode: mode, duration: b.opts.duration}
 	if b.opts.warmup > 0 {
 		warm := run
 		warm.duration = b.opts.warmup
-		if _, err := runPgbench(ctx, warm); err != nil {
+		if _, err := runPgbench(ctx, warm, b.verbose()); err != nil {
 			return runResult{err: fmt.Errorf("warm-up run: %w", err)}
 		}
 	}
@@ -406,7 +331,7 @@ func (b *bench) runOne(ctx context.Context, t *target, mode string, clients int)
 func (b *bench) measure(ctx context.Context, t *target, run pgbenchRun) runResult {
 	var r runResult
 	if t.proc == nil {
-		r.bench, r.err = runPgbench(ctx, run)
+		r.bench, r.err = runPgbench(ctx, run, b.verbose())
 		return r
 	}
 	before, cpuErr := t.proc.cpuTicks()
@@ -428,7 +353,7 @@ func (b *bench) measure(ctx context.Context, t *target, run pgbenchRun) runResul
 			}
 		}
 	}()
-	r.bench, r.err = runPgbench(ctx, run)
+	r.bench, r.err = runPgbench(ctx, run, b.verbose())
 	close(stopSampling)
 	r.rssKiB = <-sampled
 	after, err := t.proc.cpuTicks()

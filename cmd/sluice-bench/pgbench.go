@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -101,7 +102,10 @@ func parsePgbench(out string) (pgbenchResult, error) {
 // runTimeoutSlack, and parses its summary. A non-zero exit, a timeout or a
 // missing summary is an error that quotes pgbench's distinct error lines;
 // the partial result, if any, is returned with it.
-func runPgbench(ctx context.Context, r pgbenchRun) (pgbenchResult, error) {
+//
+// If verbose is not nil, pgbench's command line and output are copied to
+// it.
+func runPgbench(ctx context.Context, r pgbenchRun, verbose io.Writer) (pgbenchResult, error) {
 	timeout := time.Duration(wholeSeconds(r.duration))*time.Second + runTimeoutSlack
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -112,14 +116,20 @@ func runPgbench(ctx context.Context, r pgbenchRun) (pgbenchResult, error) {
 	detach(cmd)
 	cmd.WaitDelay = 5 * time.Second
 	runErr := cmd.Run()
+	if verbose != nil {
+		fmt.Fprintf(verbose, "$ pgbench %s\n%s%s", strings.Join(r.args(), " "), stdout.String(), stderr.String())
+	}
 	res, parseErr := parsePgbench(stdout.String())
 	switch {
-	case ctx.Err() == context.DeadlineExceeded:
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return res, fmt.Errorf("timed out after %v and was killed%s", timeout, quoteLines(stderr.String()))
 	case runErr != nil:
 		return res, fmt.Errorf("pgbench: %w%s", runErr, quoteLines(stderr.String()))
 	case parseErr != nil:
 		return res, fmt.Errorf("%w%s", parseErr, quoteLines(stdout.String()+stderr.String()))
+	case res.processed == 0 && res.tps == 0:
+		return res, fmt.Errorf("pgbench exited successfully but processed no transaction%s",
+			quoteLines(summaryLines(stdout.String())+stderr.String()))
 	}
 	return res, nil
 }
@@ -136,6 +146,19 @@ func clientEnv() []string {
 		}
 	}
 	return append(env, "PGPASSWORD="+benchPassword, "PGSSLMODE=disable")
+}
+
+// summaryLines returns the lines of pgbench's summary worth quoting when
+// it is implausible.
+func summaryLines(out string) string {
+	var keep []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "number of ") || strings.HasPrefix(line, "latency ") ||
+			strings.HasPrefix(line, "initial connection") || strings.HasPrefix(line, "tps ") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n") + "\n"
 }
 
 // clientNumber matches the client number in pgbench's per-client errors.
@@ -196,7 +219,7 @@ func runClient(ctx context.Context, timeout time.Duration, program string, args 
 	detach(cmd)
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("timed out after %v", timeout)
 		}
 		return stdout.String(), fmt.Errorf("%s: %w%s", program, err, quoteLines(stderr.String()))

@@ -37,6 +37,8 @@ type target struct {
 	// idleRSSKiB is the proxy's resident memory once started, before any
 	// benchmark.
 	idleRSSKiB int64
+	// logMark is the size of the proxy's log before the current run.
+	logMark int64
 }
 
 // launch starts the proxy and waits until a query goes through it; on
