@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -101,6 +102,9 @@ func (s *Session) login(ctx context.Context) error {
 	default:
 		return wire.Fatalf(wire.CodeInvalidPassword, "password authentication failed for user %q", s.user).Wrap(err)
 	}
+
+	// The startup deadline the proxy set covers authentication only.
+	s.conn.SetDeadline(time.Time{})
 
 	p, err := s.env.Pool(u, database)
 	if err != nil {

@@ -12,6 +12,10 @@ import (
 	"github.com/sluicedb/sluice/core/wire"
 )
 
+// maxInlineBurst is how many bytes the client loop writes to the server in
+// one go before it makes sure a server reader runs concurrently.
+const maxInlineBurst = 64 << 10
+
 // writeGrace bounds the last writes to a client that is being disconnected,
 // and resetTimeout the clean-up of a server connection a client left.
 const (
@@ -29,6 +33,7 @@ var errQuiet = errors.New("server connection ended after a FATAL error")
 // connection when one is needed and forwards the messages to it.
 func (s *Session) relay(ctx context.Context) error {
 	discarding := false // after a failed borrow in an extended-protocol batch: skip to Sync
+	burst := 0          // bytes written to the server since the client loop last waited
 	for {
 		typ, n, err := s.cr.PeekHeader()
 		if err != nil {
@@ -104,10 +109,16 @@ func (s *Session) relay(ctx context.Context) error {
 			}
 			return err // the client went away mid-message; cleanup discards srv
 		}
+		if burst += wire.HeaderLen + n; burst > maxInlineBurst {
+			// A long pipeline or COPY: read replies concurrently, or the
+			// server could block writing them while we block writing to it.
+			s.ensureReader()
+		}
 		if s.cr.Buffered() < wire.HeaderLen {
 			if err := srv.W.Flush(); err != nil {
 				return s.serverWriteFailed(srv, err)
 			}
+			burst = 0
 			s.endWrite()
 		}
 	}
@@ -159,9 +170,6 @@ func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.
 		}
 	}
 	s.writing = true
-	if s.reader == nil {
-		s.startReaderLocked()
-	}
 	s.mu.Unlock()
 	return srv, false, nil
 }
@@ -193,23 +201,47 @@ func (s *Session) attach(ctx context.Context) error {
 	return nil
 }
 
-// endWrite ends a burst of client messages: if the server reader already
-// saw the final ReadyForQuery, the connection goes back to the pool now.
+// endWrite ends a burst of client messages, when the client loop would
+// otherwise wait for the client. If the connection reached the safe
+// transfer point it goes back to the pool. If the client now waits for the
+// answer to a complete request, the client loop reads the replies itself
+// (inline): no other goroutine is woken on the common path. Otherwise a
+// server reader goroutine forwards what the server sends while the client
+// loop waits for the client: replies to a Flush, COPY, or notifications of a
+// pinned client.
 func (s *Session) endWrite() {
 	s.mu.Lock()
 	s.writing = false
-	if s.server == nil || s.reader != nil {
+	srv := s.server
+	if srv == nil || s.reader != nil {
 		s.mu.Unlock()
 		return
 	}
 	if s.canDetachLocked() {
-		srv := s.server
 		s.detachLocked()
 		s.mu.Unlock()
 		s.pool.Return(srv)
 		return
 	}
-	s.startReaderLocked()
+	if s.inflight == 0 || s.batch {
+		if s.batch || s.txStatus == wire.TxIdle {
+			s.startReaderLocked()
+		}
+		// Else the client is inside a transaction with nothing pending:
+		// the server has nothing to say until the client speaks.
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.serveReplies(srv, true)
+}
+
+// ensureReader starts a server reader if none runs.
+func (s *Session) ensureReader() {
+	s.mu.Lock()
+	if s.server != nil && s.reader == nil {
+		s.startReaderLocked()
+	}
 	s.mu.Unlock()
 }
 
@@ -231,7 +263,11 @@ func (s *Session) detachLocked() {
 func (s *Session) startReaderLocked() {
 	done := make(chan struct{})
 	s.reader = done
-	go s.readServer(s.server, done)
+	srv := s.server
+	go func() {
+		defer close(done)
+		s.serveReplies(srv, false)
+	}()
 }
 
 // pin keeps the client on its server connection for the rest of the
@@ -278,11 +314,13 @@ func (s *Session) serverWriteFailed(srv *pool.Conn, err error) error {
 	return wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err)
 }
 
-// readServer is the server reader: it forwards replies of srv to the
-// client until the connection can go back to the pool, the client loop
-// must take over, or the server fails.
-func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
-	defer close(done)
+// serveReplies forwards the replies of srv to the client. As the server
+// reader goroutine (inline false) it runs until the connection can go back
+// to the pool, the client loop must take over, or the server fails. Inline,
+// in the client loop, it stops as soon as every request is answered, or
+// hands over to a reader goroutine when the server enters COPY mode and
+// waits for the client.
+func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 	sawFatal := false
 	var scratch [256]byte
 	for {
@@ -291,7 +329,7 @@ func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
 		}
 		typ, n, err := srv.R.PeekHeader()
 		if err != nil {
-			s.serverFailed(srv, err, sawFatal)
+			s.serverFailed(srv, err, sawFatal, inline)
 			return
 		}
 		switch typ {
@@ -301,7 +339,7 @@ func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
 				err = wire.ErrBadLength
 			}
 			if err != nil {
-				s.serverFailed(srv, err, sawFatal)
+				s.serverFailed(srv, err, sawFatal, inline)
 				return
 			}
 			status := body[0]
@@ -318,21 +356,31 @@ func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
 				return
 			}
 			if s.canDetachLocked() {
-				s.reader = nil
-				if s.writing {
-					s.mu.Unlock() // the client loop hands the connection back in endWrite
-					return
+				if !inline {
+					s.reader = nil
+					if s.writing {
+						s.mu.Unlock() // the client loop hands the connection back in endWrite
+						return
+					}
 				}
 				s.detachLocked()
 				s.mu.Unlock()
 				s.pool.Return(srv)
 				return
 			}
+			if inline && s.inflight == 0 {
+				if status == wire.TxIdle {
+					// Pinned and idle: notifications may come at any time.
+					s.startReaderLocked()
+				}
+				s.mu.Unlock()
+				return
+			}
 			s.mu.Unlock()
 		case wire.MsgParameterStatus:
 			_, body, err := srv.R.ReadMessage()
 			if err != nil {
-				s.serverFailed(srv, err, sawFatal)
+				s.serverFailed(srv, err, sawFatal, inline)
 				return
 			}
 			if name, value, ok := wire.ParseParameterStatus(body); ok {
@@ -344,16 +392,30 @@ func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
 		case wire.MsgErrorResponse:
 			_, body, err := srv.R.ReadMessage()
 			if err != nil {
-				s.serverFailed(srv, err, sawFatal)
+				s.serverFailed(srv, err, sawFatal, inline)
 				return
 			}
 			if pool.DecodeError(body).Fatal() {
 				sawFatal = true
 			}
 			s.cw.Write(wire.AppendMessage(scratch[:0], typ, body))
+		case wire.MsgCopyInResponse, wire.MsgCopyBothResponse:
+			if err := srv.R.Forward(s.cw, n); err != nil && !errors.Is(err, wire.ErrWrite) {
+				s.serverFailed(srv, err, sawFatal, inline)
+				return
+			}
+			if inline {
+				// The server now waits for the client's data: the client
+				// loop must read the client while a reader watches the server.
+				s.cw.Flush()
+				s.mu.Lock()
+				s.startReaderLocked()
+				s.mu.Unlock()
+				return
+			}
 		default:
 			if err := srv.R.Forward(s.cw, n); err != nil && !errors.Is(err, wire.ErrWrite) {
-				s.serverFailed(srv, err, sawFatal)
+				s.serverFailed(srv, err, sawFatal, inline)
 				return
 			}
 		}
@@ -365,10 +427,12 @@ func (s *Session) readServer(srv *pool.Conn, done chan struct{}) {
 // disconnected with an error (or after the server's own FATAL) as it would
 // be by PostgreSQL. A read stopped on purpose by cleanup at a message
 // boundary leaves the connection to cleanup instead.
-func (s *Session) serverFailed(srv *pool.Conn, err error, sawFatal bool) {
+func (s *Session) serverFailed(srv *pool.Conn, err error, sawFatal, inline bool) {
 	s.cw.Flush()
 	s.mu.Lock()
-	s.reader = nil
+	if !inline {
+		s.reader = nil
+	}
 	if s.gone && errors.Is(err, os.ErrDeadlineExceeded) && srv.R.Buffered() == 0 {
 		s.mu.Unlock()
 		return

@@ -141,8 +141,15 @@ func (s *Session) Kill(err *wire.Error) {
 }
 
 // Close closes the client connection at once, whatever the session is
-// doing; Serve then cleans up.
-func (s *Session) Close() { s.conn.Close() }
+// doing, and interrupts a wait for the server; Serve then cleans up.
+func (s *Session) Close() {
+	s.mu.Lock()
+	if s.server != nil {
+		s.server.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	s.conn.Close()
+}
 
 // Cancel forwards a cancel request to the server connection the client
 // holds at this moment, if any. The connection is marked so that it is

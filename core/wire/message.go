@@ -32,6 +32,9 @@ const (
 	MsgDataRow          = 'D'
 	MsgRowDescription   = 'T'
 	MsgNegotiateVersion = 'v'
+	MsgCopyInResponse   = 'G'
+	MsgCopyOutResponse  = 'H'
+	MsgCopyBothResponse = 'W'
 )
 
 // Transaction statuses carried by ReadyForQuery.
