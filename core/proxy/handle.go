@@ -25,7 +25,7 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 			lc = c
 		}
 	}
-	nc.SetDeadline(time.Now().Add(startupTimeout))
+	nc.SetDeadline(time.Now().Add(p.startupTimeout))
 	conn, startup, err := p.negotiate(nc, st0.tls[l.name])
 	if err != nil {
 		p.log.Debug("startup failed", zap.String("client", nc.RemoteAddr().String()), zap.Error(err))

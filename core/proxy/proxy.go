@@ -50,6 +50,8 @@ type Proxy struct {
 	log   *zap.Logger
 	state atomic.Pointer[state]
 
+	startupTimeout time.Duration // bounds startup and authentication of a client
+
 	listeners []*listener
 	admin     *http.Server
 	adminLn   net.Listener
@@ -86,6 +88,8 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 		pools:    make(map[poolKey]*pool.Pool),
 		sessions: make(map[uint32]*session.Session),
 		stop:     make(chan struct{}),
+
+		startupTimeout: startupTimeout,
 	}
 	p.state.Store(st)
 	for _, lc := range cfg.Listeners {
