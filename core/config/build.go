@@ -66,6 +66,11 @@ func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
 		cfg.Auth.Users[name] = u
 	}
 
+	pin := section(tree, "pinning")
+	b.strList(&cfg.Pinning.Track, "pinning", pin, "track")
+	b.str(&cfg.Pinning.OnSet, "pinning", pin, "on_set")
+	b.integer(&cfg.Pinning.MaxPreparedStatements, "pinning", pin, "max_prepared_statements")
+
 	b.str(&cfg.Admin.Address, "admin", section(tree, "admin"), "address")
 
 	logs := section(tree, "log")
@@ -122,6 +127,36 @@ func (b *builder) str(dst *string, path string, body map[string]any, name string
 	}
 	*dst = s
 	return true
+}
+
+// strList sets *dst to the list of strings at body[name], if present: a
+// list from the file, or a comma-separated string from the environment.
+// Names are lower-cased, as PostgreSQL parameter names are.
+func (b *builder) strList(dst *[]string, path string, body map[string]any, name string) {
+	var out []string
+	switch v := body[name].(type) {
+	case nil:
+		return
+	case string:
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				out = append(out, strings.ToLower(e))
+			}
+		}
+	case []any:
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				b.problemf(join(path, name), "must be a list of quoted strings")
+				return
+			}
+			out = append(out, strings.ToLower(strings.TrimSpace(s)))
+		}
+	default:
+		b.problemf(join(path, name), "must be a list of quoted strings")
+		return
+	}
+	*dst = out
 }
 
 // boolean sets *dst to the boolean at body[name], if present.

@@ -21,6 +21,9 @@ type Config struct {
 	Clusters map[string]Cluster
 	// Auth holds how clients authenticate and as whom Sluice connects.
 	Auth Auth
+	// Pinning says which session state Sluice tracks and replays instead
+	// of pinning a client to its server connection.
+	Pinning Pinning
 	// Admin holds the HTTP admin listener settings.
 	Admin Admin
 	// Log holds the logging settings.
@@ -140,6 +143,34 @@ type User struct {
 	BackendPassword string
 }
 
+// Pinning is the pinning block.
+type Pinning struct {
+	// Track lists the parameters whose session-level SET and RESET are
+	// recorded per client and replayed on the next server connection it
+	// borrows, instead of pinning it (track).
+	Track []string
+	// OnSet is what a SET of a tracked parameter does: "track" (the
+	// default) or "pin" (on_set).
+	OnSet string
+	// MaxPreparedStatements caps the protocol-level prepared statements
+	// Sluice keeps on one server connection; the least recently used one is
+	// closed beyond it (max_prepared_statements).
+	MaxPreparedStatements int
+}
+
+// The values of pinning.on_set.
+const (
+	OnSetTrack = "track"
+	OnSetPin   = "pin"
+)
+
+// DefaultTrack is the default pinning.track list.
+var DefaultTrack = []string{
+	"search_path", "timezone", "datestyle", "intervalstyle", "application_name",
+	"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+	"extra_float_digits", "client_min_messages", "work_mem",
+}
+
 // Admin is the admin block.
 type Admin struct {
 	// Address is the host:port of the HTTP admin listener (address); empty
@@ -177,6 +208,11 @@ func Default() *Config {
 		Auth: Auth{
 			Method: MethodSCRAMSHA256,
 			Users:  map[string]User{},
+		},
+		Pinning: Pinning{
+			Track:                 append([]string(nil), DefaultTrack...),
+			OnSet:                 OnSetTrack,
+			MaxPreparedStatements: 100,
 		},
 		Log: Log{
 			Level:  "info",

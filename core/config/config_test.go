@@ -126,6 +126,7 @@ shutdown_timeout = "45s"
 		},
 		Admin:           Admin{Address: "127.0.0.1:9930"},
 		Log:             Log{Level: "debug", Format: "console"},
+		Pinning:         Default().Pinning,
 		ShutdownTimeout: 45 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -663,4 +664,48 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPinningBlock(t *testing.T) {
+	base := baseListen + baseCluster + baseAuth
+	cfg, err := Parse([]byte(base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Pinning.OnSet != OnSetTrack || cfg.Pinning.MaxPreparedStatements != 100 || len(cfg.Pinning.Track) != len(DefaultTrack) {
+		t.Fatalf("defaults: %+v", cfg.Pinning)
+	}
+	cfg, err = Parse([]byte(base+`pinning {
+  track = ["search_path", "TimeZone"]
+  on_set = "pin"
+  max_prepared_statements = 10
+}`), []string{"SLUICE_PINNING__MAX_PREPARED_STATEMENTS=12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Pinning; got.OnSet != OnSetPin || got.MaxPreparedStatements != 12 || len(got.Track) != 2 || got.Track[1] != "timezone" {
+		t.Fatalf("parsed: %+v", got)
+	}
+	cfg, err = Parse([]byte(base), []string{"SLUICE_PINNING__TRACK=work_mem, search_path"})
+	if err != nil || len(cfg.Pinning.Track) != 2 || cfg.Pinning.Track[0] != "work_mem" {
+		t.Fatalf("track from the environment: %+v %v", cfg, err)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{`pinning { on_set = "maybe" }`, `pinning.on_set: must be "track" or "pin", got "maybe"`},
+		{`pinning { max_prepared_statements = 0 }`, `pinning.max_prepared_statements: must be at least 1`},
+		{`pinning { track = ["role"] }`, `pinning.track: role cannot be tracked`},
+		{`pinning { track = "x" }`, ``},
+		{`pinning { track = [1] }`, `pinning.track: must be a list of quoted strings`},
+	} {
+		_, err := Parse([]byte(base+tc.src), nil)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.src, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %q", tc.src, err, tc.want)
+		}
+	}
 }

@@ -63,7 +63,7 @@ func (o *overrides) apply(variable string, segments []string, value string, file
 		}
 		last := i == len(segments)-1
 		switch child.kind {
-		case setting:
+		case setting, list:
 			if !last {
 				problem("%s is a setting, so nothing can follow it", join(path, seg))
 				return

@@ -192,6 +192,21 @@ func (d *document) body(k *key, path string, m map[string]any) map[string]any {
 			default:
 				d.problemf("%s: must be a single value, not a list", display)
 			}
+		case list:
+			switch v := v.(type) {
+			case string:
+				out[name] = v
+			case []any:
+				for _, e := range v {
+					if _, ok := e.(string); !ok {
+						d.problemf("%s: must be a list of quoted strings", display)
+						break
+					}
+				}
+				out[name] = v
+			default:
+				d.problemf("%s: must be a list of quoted strings", display)
+			}
 		case block:
 			bodies, ok := blockBodies(v)
 			if !ok {

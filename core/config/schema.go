@@ -16,6 +16,9 @@ const (
 	block
 	// namedBlock may repeat, each with a unique name: listen "main" { ... }.
 	namedBlock
+	// list is a list of strings: track = ["a", "b"] (or "a,b" from the
+	// environment).
+	list
 )
 
 // key describes one key of the file and, for blocks, the keys inside.
@@ -61,6 +64,11 @@ var schema = &key{kind: block, children: map[string]*key{
 			"backend_user":     {kind: setting},
 			"backend_password": {kind: setting},
 		}},
+	}},
+	"pinning": {kind: block, children: map[string]*key{
+		"track":                   {kind: list},
+		"on_set":                  {kind: setting},
+		"max_prepared_statements": {kind: setting},
 	}},
 	"admin": {kind: block, children: map[string]*key{
 		"address": {kind: setting},

@@ -38,6 +38,7 @@ func (c *Config) validate() []error {
 	c.validateClusters(v)
 	c.Pool.validate(v)
 	c.Auth.validate(v)
+	v.pinning(&c.Pinning)
 	if c.Admin.Address != "" {
 		v.listenAddress("admin.address", c.Admin.Address)
 		for _, l := range c.Listeners {
@@ -233,4 +234,22 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// pinning checks the pinning block.
+func (v *validation) pinning(p *Pinning) {
+	if p.OnSet != OnSetTrack && p.OnSet != OnSetPin {
+		v.problemf("pinning.on_set", "must be %q or %q, got %q", OnSetTrack, OnSetPin, p.OnSet)
+	}
+	if p.MaxPreparedStatements < 1 {
+		v.problemf("pinning.max_prepared_statements", "must be at least 1, got %d", p.MaxPreparedStatements)
+	}
+	for _, name := range p.Track {
+		switch name {
+		case "":
+			v.problemf("pinning.track", "empty parameter name")
+		case "role", "session_authorization":
+			v.problemf("pinning.track", "%s cannot be tracked: SET ROLE and SET SESSION AUTHORIZATION always pin", name)
+		}
+	}
 }

@@ -179,3 +179,68 @@ func (c *Conn) ForgetSetParams() {
 		}
 	}
 }
+
+// QueryRow runs sql as a simple query that returns one row and returns
+// the row's values as text (NULL as ""). The connection must be idle.
+func (c *Conn) QueryRow(sql string) ([]string, error) {
+	if err := c.W.WriteMessage(wire.AppendQuery(nil, sql)); err != nil {
+		return nil, fmt.Errorf("sending query: %w", err)
+	}
+	var row []string
+	var sqlErr error
+	for {
+		typ, body, err := c.R.ReadMessage()
+		if err != nil {
+			return nil, fmt.Errorf("reading reply: %w", err)
+		}
+		switch typ {
+		case wire.MsgDataRow:
+			row, err = parseDataRow(body)
+			if err != nil {
+				return nil, err
+			}
+		case wire.MsgErrorResponse:
+			sqlErr = DecodeError(body)
+		case wire.MsgParameterStatus:
+			if name, value, ok := wire.ParseParameterStatus(body); ok {
+				c.Params[name] = value
+				c.ParamsKey = ""
+			}
+		case wire.MsgReadyForQuery:
+			if sqlErr != nil {
+				return nil, sqlErr
+			}
+			if row == nil {
+				return nil, errors.New("query returned no row")
+			}
+			return row, nil
+		}
+	}
+}
+
+// parseDataRow decodes a DataRow body into text values.
+func parseDataRow(b []byte) ([]string, error) {
+	if len(b) < 2 {
+		return nil, wire.ErrBadLength
+	}
+	n := int(b[0])<<8 | int(b[1])
+	b = b[2:]
+	out := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		if len(b) < 4 {
+			return nil, wire.ErrBadLength
+		}
+		l := int(int32(be32(b)))
+		b = b[4:]
+		if l < 0 {
+			out = append(out, "")
+			continue
+		}
+		if l > len(b) {
+			return nil, wire.ErrBadLength
+		}
+		out = append(out, string(b[:l]))
+		b = b[l:]
+	}
+	return out, nil
+}

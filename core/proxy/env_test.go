@@ -39,8 +39,8 @@ type envOptions struct {
 	pool    string // extra lines inside the pool block
 	listen  string // extra lines inside the listen block
 	auth    string // auth method
+	pinning string // lines inside the pinning block
 	pg      pgtest.Options
-	noServe bool
 }
 
 // newEnv starts PostgreSQL with role "app" (password backendPass) and a
@@ -83,11 +83,14 @@ auth {
     backend_password = %q
   }
 }
+pinning {
+  %s
+}
 log {
   level = "debug"
 }
 shutdown_timeout = "2s"
-`, o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass)
+`, o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass, o.pinning)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)

@@ -63,6 +63,9 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", addr)
 		},
+		Track:    st0.track,
+		OnSetPin: st0.cfg.Pinning.OnSet == config.OnSetPin,
+		CountPin: p.countPin,
 	}
 	key := p.newKey()
 	s := session.New(p.nextID.Add(1), conn, startup, key, env, p.log)

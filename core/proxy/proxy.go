@@ -41,6 +41,7 @@ type state struct {
 	cfg   *config.Config
 	users map[string]*session.User
 	tls   map[string]*tls.Config // by listener name
+	track map[string]bool        // pinning.track
 }
 
 // Proxy is a running Sluice. It is safe for concurrent use. The owner must
@@ -60,6 +61,9 @@ type Proxy struct {
 	pools    map[poolKey]*pool.Pool
 	sessions map[uint32]*session.Session // by the ProcessID given to the client
 	closed   bool
+
+	pinMu     sync.Mutex
+	pinCounts map[string]uint64
 
 	nextID    atomic.Uint64
 	conns     sync.WaitGroup // sessions and cancel handlers
@@ -84,10 +88,11 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		log:      log,
-		pools:    make(map[poolKey]*pool.Pool),
-		sessions: make(map[uint32]*session.Session),
-		stop:     make(chan struct{}),
+		log:       log,
+		pools:     make(map[poolKey]*pool.Pool),
+		sessions:  make(map[uint32]*session.Session),
+		pinCounts: make(map[string]uint64),
+		stop:      make(chan struct{}),
 
 		startupTimeout: startupTimeout,
 	}
@@ -114,7 +119,10 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 
 // newState resolves the users' secrets and loads the TLS certificates.
 func newState(cfg *config.Config) (*state, error) {
-	st := &state{cfg: cfg, users: make(map[string]*session.User), tls: make(map[string]*tls.Config)}
+	st := &state{cfg: cfg, users: make(map[string]*session.User), tls: make(map[string]*tls.Config), track: make(map[string]bool)}
+	for _, name := range cfg.Pinning.Track {
+		st.track[name] = true
+	}
 	method := auth.Method(cfg.Auth.Method)
 	for name, u := range cfg.Auth.Users {
 		su := &session.User{BackendUser: u.BackendUser}
@@ -438,4 +446,49 @@ func (p *Proxy) sweep() {
 			}
 		}
 	}
+}
+
+// SessionInfo describes one client session, for the admin API and tests.
+type SessionInfo struct {
+	ID        uint64   `json:"id"`
+	ProcessID uint32   `json:"process_id"` // the BackendKeyData process ID the client was given
+	User      string   `json:"user"`
+	Database  string   `json:"database"`
+	Pinned    []string `json:"pinned,omitempty"` // why the session keeps its server connection, sorted
+	Holds     bool     `json:"holds_server"`     // whether it holds a server connection now
+}
+
+// Sessions returns a snapshot of the connected client sessions.
+func (p *Proxy) Sessions() []SessionInfo {
+	p.mu.Lock()
+	list := make([]*session.Session, 0, len(p.sessions))
+	for _, s := range p.sessions {
+		list = append(list, s)
+	}
+	p.mu.Unlock()
+	out := make([]SessionInfo, 0, len(list))
+	for _, s := range list {
+		in := s.Info()
+		out = append(out, SessionInfo{ID: s.ID(), ProcessID: s.Key().ProcessID, User: in.User, Database: in.Database, Pinned: in.Pinned, Holds: in.Holds})
+	}
+	return out
+}
+
+// PinCounts returns how many sessions each pin reason has pinned since the
+// proxy started.
+func (p *Proxy) PinCounts() map[string]uint64 {
+	p.pinMu.Lock()
+	defer p.pinMu.Unlock()
+	out := make(map[string]uint64, len(p.pinCounts))
+	for k, v := range p.pinCounts {
+		out[k] = v
+	}
+	return out
+}
+
+// countPin records that a session was pinned for reason.
+func (p *Proxy) countPin(reason string) {
+	p.pinMu.Lock()
+	p.pinCounts[reason]++
+	p.pinMu.Unlock()
 }

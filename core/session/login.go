@@ -71,6 +71,7 @@ func (s *Session) login(ctx context.Context) error {
 	if !ok || database == "" {
 		database = s.user
 	}
+	s.database = database
 	s.log = s.log.With(zap.String("user", s.user), zap.String("database", database))
 
 	params, unknownOpts, err := startupParams(st)
@@ -138,6 +139,10 @@ func (s *Session) login(ctx context.Context) error {
 	}
 	s.paramsKey = ""
 	srv.ParamsKey = s.fingerprint()
+	s.startParams = make(map[string]string, len(s.params))
+	for k, v := range s.params {
+		s.startParams[k] = v
+	}
 
 	out := wire.AppendAuthenticationOk(nil)
 	for name := range srv.Reported {
@@ -147,8 +152,8 @@ func (s *Session) login(ctx context.Context) error {
 	out = wire.AppendReadyForQuery(out, wire.TxIdle)
 
 	if s.env.Mode == ModeSession {
-		s.pin("session pooling mode")
 		s.mu.Lock()
+		s.pinLocked(pinSessionMode)
 		s.server = srv
 		s.mu.Unlock()
 	} else {

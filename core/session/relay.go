@@ -1,16 +1,23 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/sqlclass"
 	"github.com/sluicedb/sluice/core/wire"
 )
+
+// maxClassified is the longest Query or Parse body whose SQL is
+// classified; it fits the read buffer, so nothing is copied to inspect it.
+const maxClassified = 16<<10 - wire.HeaderLen
 
 // maxInlineBurst is how many bytes the client loop writes to the server in
 // one go before it makes sure a server reader runs concurrently.
@@ -61,12 +68,12 @@ func (s *Session) relay(ctx context.Context) error {
 			continue
 		}
 		named := false
-		if typ == wire.MsgParse && n > 0 {
-			b, err := s.cr.PeekBody(1)
-			if err != nil {
+		switch typ {
+		case wire.MsgQuery, wire.MsgParse:
+			var err error
+			if named, err = s.classify(typ, n); err != nil {
 				return err
 			}
-			named = b[0] != 0
 		}
 		srv, local, err := s.acquire(ctx, typ, named)
 		if err != nil {
@@ -159,6 +166,13 @@ func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.
 		s.mu.Lock()
 	}
 	srv = s.server
+	if s.refresh && s.reader == nil && !s.writing && s.inflight == 0 && !s.batch && s.txStatus == wire.TxIdle {
+		s.mu.Unlock()
+		if err := s.refreshParams(srv); err != nil {
+			return nil, false, s.serverWriteFailed(srv, err)
+		}
+		s.mu.Lock()
+	}
 	switch typ {
 	case wire.MsgQuery, wire.MsgSync, wire.MsgFunctionCall:
 		s.inflight++
@@ -166,7 +180,7 @@ func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.
 	case wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose:
 		s.batch = true
 		if named {
-			s.pinLocked("named prepared statement (protocol-level Parse)")
+			s.pinLocked(pinNamedParse)
 		}
 	}
 	s.writing = true
@@ -223,6 +237,11 @@ func (s *Session) endWrite() {
 		s.pool.Return(srv)
 		return
 	}
+	if s.refreshDueLocked() {
+		s.mu.Unlock()
+		s.refreshAndDetach(srv)
+		return
+	}
 	if s.inflight == 0 || s.batch {
 		if s.batch || s.txStatus == wire.TxIdle {
 			s.startReaderLocked()
@@ -248,8 +267,72 @@ func (s *Session) ensureReader() {
 // canDetachLocked reports whether the held connection is at a safe
 // transfer point and may go back to the pool.
 func (s *Session) canDetachLocked() bool {
-	return s.env.Mode == ModeTransaction && s.pinned == "" && !s.gone &&
+	return s.env.Mode == ModeTransaction && s.pins == 0 && !s.refresh && !s.gone &&
 		s.inflight == 0 && !s.batch && s.txStatus == wire.TxIdle
+}
+
+// refreshDueLocked reports whether the connection could go back but for
+// tracked parameters that must be read back first.
+func (s *Session) refreshDueLocked() bool {
+	return s.refresh && s.env.Mode == ModeTransaction && s.pins == 0 && !s.gone &&
+		s.inflight == 0 && !s.batch && s.txStatus == wire.TxIdle && !s.writing
+}
+
+// refreshAndDetach reads back tracked parameters on srv, which the client
+// loop alone uses now, and gives it back unless the client became pinned.
+func (s *Session) refreshAndDetach(srv *pool.Conn) {
+	if err := s.refreshParams(srv); err != nil {
+		s.log.Info("reading back session parameters failed", zap.Error(err))
+		s.mu.Lock()
+		if s.server == srv {
+			s.server = nil
+			s.killErr = wire.Fatalf(wire.CodeConnectionFailure, "server connection failed while saving session parameters").Wrap(err)
+			s.conn.SetReadDeadline(time.Now())
+		}
+		s.mu.Unlock()
+		s.pool.Discard(srv)
+		return
+	}
+	s.mu.Lock()
+	if s.canDetachLocked() {
+		s.detachLocked()
+		s.mu.Unlock()
+		s.pool.Return(srv)
+		return
+	}
+	s.mu.Unlock()
+}
+
+// classify inspects a Query or Parse message before it is forwarded and
+// applies the session-state effects of its SQL. It reports whether a Parse
+// names its statement.
+func (s *Session) classify(typ byte, n int) (named bool, err error) {
+	if n > maxClassified {
+		// Too long to inspect cheaply (RDS Proxy pins these too).
+		s.mu.Lock()
+		s.pinLocked(reasonBit(sqlclass.ReasonUnknown))
+		s.mu.Unlock()
+		return false, nil
+	}
+	body, err := s.cr.PeekBody(n)
+	if err != nil {
+		return false, err
+	}
+	if typ == wire.MsgQuery {
+		if i := bytes.IndexByte(body, 0); i >= 0 {
+			s.classifyQuery(string(body[:i]))
+		}
+		return false, nil
+	}
+	name, rest, ok := bytes.Cut(body, []byte{0})
+	if !ok {
+		return false, nil
+	}
+	query, _, _ := bytes.Cut(rest, []byte{0})
+	if st := sqlclass.ClassifyOne(string(query)); st.Effects != nil {
+		s.applyEffects(st.Effects)
+	}
+	return len(name) > 0, nil
 }
 
 // detachLocked lets go of the held connection; the caller returns it.
@@ -270,26 +353,11 @@ func (s *Session) startReaderLocked() {
 	}()
 }
 
-// pin keeps the client on its server connection for the rest of the
-// session, for the reason given (logged once).
-func (s *Session) pin(reason string) {
-	s.mu.Lock()
-	s.pinLocked(reason)
-	s.mu.Unlock()
-}
-
-func (s *Session) pinLocked(reason string) {
-	if s.pinned == "" {
-		s.pinned = reason
-		s.log.Info("session pinned", zap.String("reason", reason))
-	}
-}
-
-// Pinned returns why the session is pinned, or "".
+// Pinned returns why the session is pinned, or "" when it is not.
 func (s *Session) Pinned() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pinned
+	return strings.Join(s.pins.texts(), ", ")
 }
 
 // readFailed turns a failed client read into the session's end: the kill
@@ -366,6 +434,11 @@ func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 				s.detachLocked()
 				s.mu.Unlock()
 				s.pool.Return(srv)
+				return
+			}
+			if inline && s.refreshDueLocked() {
+				s.mu.Unlock()
+				s.refreshAndDetach(srv)
 				return
 			}
 			if inline && s.inflight == 0 {
@@ -473,7 +546,8 @@ func (s *Session) cleanup() {
 	s.mu.Lock()
 	srv = s.server
 	s.server = nil
-	inflight, batch, status, writing, pinned := s.inflight, s.batch, s.txStatus, s.writing, s.pinned
+	inflight, batch, status, writing := s.inflight, s.batch, s.txStatus, s.writing
+	dirty := s.pins != 0 || s.refresh
 	s.mu.Unlock()
 	if srv == nil {
 		return
@@ -488,7 +562,7 @@ func (s *Session) cleanup() {
 		s.cancelServer(context.Background(), srv)
 		s.pool.Discard(srv)
 	default:
-		if err := resetServer(srv, batch, status, pinned != ""); err != nil {
+		if err := resetServer(srv, batch, status, dirty); err != nil {
 			s.log.Info("discarding server connection after failed reset", zap.Error(err))
 			s.pool.Discard(srv)
 			return

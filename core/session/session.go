@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluicedb/sluice/core/auth"
 	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/sqlclass"
 	"github.com/sluicedb/sluice/core/wire"
 )
 
@@ -57,6 +58,13 @@ type Env struct {
 	Pool func(u *User, database string) (*pool.Pool, error)
 	// Dial opens a connection to a server address, for cancel requests.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Track holds the lower-case names of the parameters whose SET and
+	// RESET are tracked and replayed instead of pinning; OnSetPin pins on
+	// every SET instead.
+	Track    map[string]bool
+	OnSetPin bool
+	// CountPin, if set, is called once per session and pin reason.
+	CountPin func(reason string)
 }
 
 // Key is the BackendKeyData Sluice gives a client: its own, never a server's.
@@ -74,23 +82,30 @@ type Session struct {
 	cr      *wire.Reader
 	cw      *wire.Writer
 
-	user      string
-	pool      *pool.Pool
-	params    map[string]string // the client's parameter values, canonical after login
-	paramsKey string            // fingerprint of params; "" when it must be recomputed
+	user        string
+	database    string
+	pool        *pool.Pool
+	startParams map[string]string    // the client's parameters right after login
+	stmts       []sqlclass.Statement // reused by classifyQuery
+	params      map[string]string    // the client's parameter values, canonical after login
+	paramsKey   string               // fingerprint of params; "" when it must be recomputed
 
 	lastActive atomic.Int64 // unix nanoseconds of the last client message
 
-	mu       sync.Mutex
-	server   *pool.Conn    // held server connection, or nil
-	reader   chan struct{} // closed when the running server reader exits; nil if none runs
-	inflight int           // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
-	batch    bool          // extended-protocol messages sent since the last Sync
-	txStatus byte          // last ReadyForQuery status from the held server
-	writing  bool          // the client loop is writing to the server
-	pinned   string        // why the client keeps its server connection, or ""
-	gone     bool          // the client loop has ended
-	killErr  *wire.Error   // why the proxy is ending the session
+	mu        sync.Mutex
+	server    *pool.Conn      // held server connection, or nil
+	reader    chan struct{}   // closed when the running server reader exits; nil if none runs
+	inflight  int             // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
+	batch     bool            // extended-protocol messages sent since the last Sync
+	txStatus  byte            // last ReadyForQuery status from the held server
+	writing   bool            // the client loop is writing to the server
+	pins      pinSet          // why the client keeps its server connection
+	pinLogged pinSet          // reasons already logged and counted
+	dirty     map[string]bool // tracked parameters set since they were last read back
+	resetAll  bool            // RESET ALL or DISCARD ALL ran since then
+	refresh   bool            // dirty or resetAll: read back before the connection goes back
+	gone      bool            // the client loop has ended
+	killErr   *wire.Error     // why the proxy is ending the session
 }
 
 // New returns a session for a client that has sent startup on conn (which

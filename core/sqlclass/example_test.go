@@ -1,0 +1,34 @@
+package sqlclass_test
+
+import (
+	"fmt"
+
+	"github.com/sluicedb/sluice/core/sqlclass"
+)
+
+func ExampleClassify() {
+	sql := `SET search_path TO app, public;
+		SELECT * FROM users WHERE name = 'a;b';
+		SELECT pg_advisory_lock(42);
+		LISTEN jobs`
+	for _, st := range sqlclass.Classify(nil, sql) {
+		fmt.Println(st.Command, st.ReadOnly, st.Effects)
+	}
+	// Output:
+	// SET false [SET search_path = app, public]
+	// SELECT true []
+	// SELECT false [Pin session-level advisory lock]
+	// LISTEN false [Pin LISTEN]
+}
+
+func ExampleClassifyOne() {
+	st := sqlclass.ClassifyOne("CREATE TEMP TABLE scratch (id int) ON COMMIT DROP")
+	fmt.Println(st.Command, st.Effects == nil)
+	st = sqlclass.ClassifyOne("CREATE TEMP TABLE scratch (id int)")
+	for _, e := range st.Effects {
+		fmt.Println(e.Kind, e.Reason)
+	}
+	// Output:
+	// CREATE TEMP TABLE true
+	// Pin temporary table, view or sequence
+}
