@@ -68,12 +68,12 @@ func (s *Session) relay(ctx context.Context) error {
 			continue
 		}
 		named := false
-		switch typ {
-		case wire.MsgQuery, wire.MsgParse:
-			var err error
-			if named, err = s.classify(typ, n); err != nil {
+		if typ == wire.MsgParse && n > 0 {
+			b, err := s.cr.PeekBody(1)
+			if err != nil {
 				return err
 			}
+			named = b[0] != 0
 		}
 		srv, local, err := s.acquire(ctx, typ, named)
 		if err != nil {
@@ -102,6 +102,13 @@ func (s *Session) relay(ctx context.Context) error {
 				return err
 			}
 			continue
+		}
+		if typ == wire.MsgQuery || typ == wire.MsgParse {
+			// After acquire: effects recorded now belong to this statement,
+			// not to what the connection did before it.
+			if err := s.classify(typ, n); err != nil {
+				return err
+			}
 		}
 		if s.cr.Buffered() < wire.HeaderLen+n {
 			// The rest of this message is still on its way: let the server
@@ -304,35 +311,34 @@ func (s *Session) refreshAndDetach(srv *pool.Conn) {
 }
 
 // classify inspects a Query or Parse message before it is forwarded and
-// applies the session-state effects of its SQL. It reports whether a Parse
-// names its statement.
-func (s *Session) classify(typ byte, n int) (named bool, err error) {
+// applies the session-state effects of its SQL.
+func (s *Session) classify(typ byte, n int) error {
 	if n > maxClassified {
 		// Too long to inspect cheaply (RDS Proxy pins these too).
 		s.mu.Lock()
 		s.pinLocked(reasonBit(sqlclass.ReasonUnknown))
 		s.mu.Unlock()
-		return false, nil
+		return nil
 	}
 	body, err := s.cr.PeekBody(n)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if typ == wire.MsgQuery {
 		if i := bytes.IndexByte(body, 0); i >= 0 {
 			s.classifyQuery(string(body[:i]))
 		}
-		return false, nil
+		return nil
 	}
-	name, rest, ok := bytes.Cut(body, []byte{0})
+	_, rest, ok := bytes.Cut(body, []byte{0})
 	if !ok {
-		return false, nil
+		return nil
 	}
 	query, _, _ := bytes.Cut(rest, []byte{0})
 	if st := sqlclass.ClassifyOne(string(query)); st.Effects != nil {
 		s.applyEffects(st.Effects)
 	}
-	return len(name) > 0, nil
+	return nil
 }
 
 // detachLocked lets go of the held connection; the caller returns it.
