@@ -32,6 +32,14 @@ type Conn struct {
 	// Reported holds the values the server reported when the connection
 	// started: the defaults a client that sets nothing would see.
 	Reported map[string]string
+	// Prepared holds the protocol-level prepared statements Sluice made on
+	// this connection for its clients.
+	Prepared Prepared
+	// PendingClose lists statements to close at the start of the next batch.
+	PendingClose []string
+	// UnnamedKey identifies the query and types of the unnamed statement
+	// last parsed on this connection, or "" when unknown or none.
+	UnnamedKey string
 	// ParamsKey fingerprints Params as last synchronised by a session, so
 	// that a borrower with the same parameters skips the comparison. It is
 	// cleared whenever Params changes otherwise.

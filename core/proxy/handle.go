@@ -63,9 +63,10 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		Track:    st0.track,
-		OnSetPin: st0.cfg.Pinning.OnSet == config.OnSetPin,
-		CountPin: p.countPin,
+		Track:       st0.track,
+		OnSetPin:    st0.cfg.Pinning.OnSet == config.OnSetPin,
+		CountPin:    p.countPin,
+		MaxPrepared: st0.cfg.Pinning.MaxPreparedStatements,
 	}
 	key := p.newKey()
 	s := session.New(p.nextID.Add(1), conn, startup, key, env, p.log)

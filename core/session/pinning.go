@@ -21,7 +21,6 @@ type pinSet uint32
 const (
 	pinUntrackedSet pinSet = 1 << (20 + iota)
 	pinSessionMode
-	pinNamedParse
 )
 
 // ReasonUntrackedSet is the text of the pin reason for a session-level SET
@@ -49,8 +48,6 @@ func (b pinSet) text() string {
 		return ReasonUntrackedSet
 	case pinSessionMode:
 		return "session pooling mode"
-	case pinNamedParse:
-		return "named prepared statement (protocol-level Parse)"
 	}
 	return sqlclass.Reason(bits.TrailingZeros32(uint32(b))).String()
 }
@@ -88,6 +85,10 @@ func (s *Session) classifyQuery(sql string) {
 func (s *Session) applyEffects(effects []sqlclass.Effect) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.applyEffectsLocked(effects)
+}
+
+func (s *Session) applyEffectsLocked(effects []sqlclass.Effect) {
 	for _, e := range effects {
 		switch e.Kind {
 		case sqlclass.SetParam, sqlclass.ResetParam:
@@ -107,10 +108,14 @@ func (s *Session) applyEffects(effects []sqlclass.Effect) {
 			s.resetAll = true
 			s.refresh = true
 			s.pins &= pinSessionMode
+			s.forgetPreparedLocked()
 		case sqlclass.Pin:
 			s.pinLocked(reasonBit(e.Reason))
 		case sqlclass.Unpin:
 			s.pins &^= reasonBit(e.Reason)
+			if e.Reason == sqlclass.ReasonPrepare {
+				s.forgetPreparedLocked() // DEALLOCATE ALL
+			}
 		}
 	}
 }

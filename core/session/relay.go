@@ -67,15 +67,7 @@ func (s *Session) relay(ctx context.Context) error {
 			}
 			continue
 		}
-		named := false
-		if typ == wire.MsgParse && n > 0 {
-			b, err := s.cr.PeekBody(1)
-			if err != nil {
-				return err
-			}
-			named = b[0] != 0
-		}
-		srv, local, err := s.acquire(ctx, typ, named)
+		srv, local, err := s.acquire(ctx, typ)
 		if err != nil {
 			var we *wire.Error
 			if !errors.As(err, &we) || we.Fatal() {
@@ -117,11 +109,25 @@ func (s *Session) relay(ctx context.Context) error {
 				return s.serverWriteFailed(srv, err)
 			}
 		}
-		if err := s.cr.Forward(srv.W, n); err != nil {
-			if errors.Is(err, wire.ErrWrite) {
-				return s.serverWriteFailed(srv, err)
+		done := false
+		switch typ {
+		case wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgClose:
+			if s.rewriting() {
+				var swe serverWriteError
+				if done, err = s.forwardRewritten(srv, typ, n); errors.As(err, &swe) {
+					return s.serverWriteFailed(srv, err)
+				} else if err != nil {
+					return err
+				}
 			}
-			return err // the client went away mid-message; cleanup discards srv
+		}
+		if !done {
+			if err := s.cr.Forward(srv.W, n); err != nil {
+				if errors.Is(err, wire.ErrWrite) {
+					return s.serverWriteFailed(srv, err)
+				}
+				return err // the client went away mid-message; cleanup discards srv
+			}
 		}
 		if burst += wire.HeaderLen + n; burst > maxInlineBurst {
 			// A long pipeline or COPY: read replies concurrently, or the
@@ -154,7 +160,7 @@ func (s *Session) answerLocally(typ byte, n int) error {
 // acquire returns the server connection for the next client message,
 // borrowing one if the client holds none, and accounts for the message. It
 // reports local when the message is answered without a server.
-func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.Conn, local bool, err error) {
+func (s *Session) acquire(ctx context.Context, typ byte) (srv *pool.Conn, local bool, err error) {
 	s.mu.Lock()
 	if s.server == nil {
 		if s.killErr != nil {
@@ -172,7 +178,24 @@ func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.
 		}
 		s.mu.Lock()
 	}
+	for s.refreshing != nil {
+		// The server reader is reading back parameters on the connection.
+		ch := s.refreshing
+		s.mu.Unlock()
+		<-ch
+		s.mu.Lock()
+		if s.server == nil {
+			s.mu.Unlock()
+			return s.acquire(ctx, typ)
+		}
+	}
 	srv = s.server
+	if len(srv.PendingClose) > 0 && s.inflight == 0 && !s.batch && s.rewriting() {
+		if err := s.closePendingLocked(srv); err != nil {
+			s.mu.Unlock()
+			return nil, false, s.serverWriteFailed(srv, err)
+		}
+	}
 	if s.refresh && s.reader == nil && !s.writing && s.inflight == 0 && !s.batch && s.txStatus == wire.TxIdle {
 		s.mu.Unlock()
 		if err := s.refreshParams(srv); err != nil {
@@ -184,11 +207,16 @@ func (s *Session) acquire(ctx context.Context, typ byte, named bool) (srv *pool.
 	case wire.MsgQuery, wire.MsgSync, wire.MsgFunctionCall:
 		s.inflight++
 		s.batch = false
+		if s.rewriting() {
+			s.pushReplyLocked(reply{kind: replySync})
+			if typ == wire.MsgQuery {
+				// A simple Query destroys the unnamed statement.
+				s.unnamed = nil
+				srv.UnnamedKey = ""
+			}
+		}
 	case wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose:
 		s.batch = true
-		if named {
-			s.pinLocked(pinNamedParse)
-		}
 	}
 	s.writing = true
 	s.mu.Unlock()
@@ -420,6 +448,7 @@ func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 			s.cw.Write(wire.AppendReadyForQuery(scratch[:0], status))
 			s.cw.Flush()
 			s.mu.Lock()
+			s.popReplyLocked()
 			if s.inflight > 0 {
 				s.inflight--
 			}
@@ -442,9 +471,24 @@ func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 				s.pool.Return(srv)
 				return
 			}
-			if inline && s.refreshDueLocked() {
+			if s.refreshDueLocked() {
+				var done chan struct{}
+				if !inline {
+					s.reader = nil
+					done = make(chan struct{})
+					s.refreshing = done
+				}
 				s.mu.Unlock()
 				s.refreshAndDetach(srv)
+				if !inline {
+					s.mu.Lock()
+					s.refreshing = nil
+					close(done)
+					if s.server == srv && s.reader == nil && s.inflight == 0 && s.txStatus == wire.TxIdle {
+						s.startReaderLocked() // still pinned: watch for notifications
+					}
+					s.mu.Unlock()
+				}
 				return
 			}
 			if inline && s.inflight == 0 {
@@ -478,6 +522,24 @@ func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 				sawFatal = true
 			}
 			s.cw.Write(wire.AppendMessage(scratch[:0], typ, body))
+			s.mu.Lock()
+			s.skipToSyncLocked(srv)
+			s.mu.Unlock()
+		case wire.MsgParseComplete, wire.MsgCloseComplete:
+			if err := srv.R.Skip(n); err != nil {
+				s.serverFailed(srv, err, sawFatal, inline)
+				return
+			}
+			s.mu.Lock()
+			r := s.popReplyLocked()
+			s.mu.Unlock()
+			switch {
+			case r.kind == replyParseSwallow || r.kind == replyCloseSwallow:
+			case r.kind == replyCloseAsParse:
+				s.cw.Write(append(scratch[:0], wire.MsgParseComplete, 0, 0, 0, 4))
+			default:
+				s.cw.Write(append(scratch[:0], typ, 0, 0, 0, 4))
+			}
 		case wire.MsgCopyInResponse, wire.MsgCopyBothResponse:
 			if err := srv.R.Forward(s.cw, n); err != nil && !errors.Is(err, wire.ErrWrite) {
 				s.serverFailed(srv, err, sawFatal, inline)
@@ -598,6 +660,7 @@ func resetServer(srv *pool.Conn, batch bool, status byte, discardAll bool) error
 			return err
 		}
 		srv.ForgetSetParams()
+		srv.Prepared.Clear()
 	}
 	return nil
 }

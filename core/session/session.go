@@ -65,6 +65,8 @@ type Env struct {
 	OnSetPin bool
 	// CountPin, if set, is called once per session and pin reason.
 	CountPin func(reason string)
+	// MaxPrepared caps the prepared statements kept per server connection.
+	MaxPrepared int
 }
 
 // Key is the BackendKeyData Sluice gives a client: its own, never a server's.
@@ -87,25 +89,31 @@ type Session struct {
 	pool        *pool.Pool
 	startParams map[string]string    // the client's parameters right after login
 	stmts       []sqlclass.Statement // reused by classifyQuery
+	prepared    map[string]*stmtDef  // the client's named prepared statements (transaction mode), under mu
+	unnamed     *stmtDef             // the client's unnamed statement, under mu
+	out         []byte               // reused for rewritten messages
 	params      map[string]string    // the client's parameter values, canonical after login
 	paramsKey   string               // fingerprint of params; "" when it must be recomputed
 
 	lastActive atomic.Int64 // unix nanoseconds of the last client message
 
-	mu        sync.Mutex
-	server    *pool.Conn      // held server connection, or nil
-	reader    chan struct{}   // closed when the running server reader exits; nil if none runs
-	inflight  int             // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
-	batch     bool            // extended-protocol messages sent since the last Sync
-	txStatus  byte            // last ReadyForQuery status from the held server
-	writing   bool            // the client loop is writing to the server
-	pins      pinSet          // why the client keeps its server connection
-	pinLogged pinSet          // reasons already logged and counted
-	dirty     map[string]bool // tracked parameters set since they were last read back
-	resetAll  bool            // RESET ALL or DISCARD ALL ran since then
-	refresh   bool            // dirty or resetAll: read back before the connection goes back
-	gone      bool            // the client loop has ended
-	killErr   *wire.Error     // why the proxy is ending the session
+	mu         sync.Mutex
+	server     *pool.Conn      // held server connection, or nil
+	reader     chan struct{}   // closed when the running server reader exits; nil if none runs
+	inflight   int             // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
+	batch      bool            // extended-protocol messages sent since the last Sync
+	txStatus   byte            // last ReadyForQuery status from the held server
+	writing    bool            // the client loop is writing to the server
+	pins       pinSet          // why the client keeps its server connection
+	pinLogged  pinSet          // reasons already logged and counted
+	dirty      map[string]bool // tracked parameters set since they were last read back
+	resetAll   bool            // RESET ALL or DISCARD ALL ran since then
+	refresh    bool            // dirty or resetAll: read back before the connection goes back
+	gone       bool            // the client loop has ended
+	killErr    *wire.Error     // why the proxy is ending the session
+	replies    []reply         // replies the server owes for rewritten messages, in order
+	replyHead  int
+	refreshing chan struct{} // closed when the server reader has read back parameters
 }
 
 // New returns a session for a client that has sent startup on conn (which

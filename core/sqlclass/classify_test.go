@@ -2,6 +2,7 @@ package sqlclass
 
 import (
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -493,6 +494,7 @@ func TestClassify(t *testing.T) {
 	if statements < 150 {
 		t.Errorf("the table holds %d statements, want at least 150", statements)
 	}
+	t.Logf("%d cases, %d statements", len(classifyCases), statements)
 }
 
 // TestClassifyOneStatement checks that each single statement of the table
@@ -610,7 +612,7 @@ func format(sts []Statement) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("{" + strconvQuote(s.Command))
+		b.WriteString("{" + strconv.Quote(s.Command))
 		if s.ReadOnly {
 			b.WriteString(" ro")
 		}
@@ -625,5 +627,3 @@ func format(sts []Statement) string {
 	b.WriteByte(']')
 	return b.String()
 }
-
-func strconvQuote(s string) string { return `"` + s + `"` }

@@ -6,12 +6,14 @@ import "strconv"
 // Classify or ClassifyOne belongs to the caller; its strings may share
 // memory with the SQL text it was classified from.
 type Statement struct {
-	// Command is the command keyword(s) in upper case: "SELECT", "INSERT",
-	// "SET", "CREATE TABLE", "CREATE TEMP TABLE", "WITH", ... It follows the
-	// PostgreSQL command tag where one exists ("END" is "COMMIT", "ABORT"
-	// is "ROLLBACK", "CREATE UNIQUE INDEX" is "CREATE INDEX"), and is the
-	// statement's first keyword(s) otherwise. It is "" for an empty
-	// statement and for text that does not start with a keyword.
+	// Command is the statement's leading key word(s) in upper case, single
+	// spaced: "SELECT", "INSERT", "SET", "ALTER TABLE", "WITH" (whatever
+	// the main statement), "VALUES", ... Synonyms take the spelling of
+	// PostgreSQL's command tag ("END" is "COMMIT", "ABORT" is "ROLLBACK",
+	// "CREATE UNIQUE INDEX" is "CREATE INDEX", "CREATE USER" is "CREATE
+	// ROLE"), and temporary objects are "CREATE TEMP TABLE", "CREATE TEMP
+	// VIEW" and "CREATE TEMP SEQUENCE". It is "" for an empty statement
+	// and for text that does not start with a word.
 	Command string
 
 	// ReadOnly is true only when the statement certainly writes nothing
@@ -47,7 +49,7 @@ type Effect struct {
 }
 
 // String returns the effect in a compact form for logs and tests, such as
-// `SET search_path = public` or `PIN LISTEN`.
+// `SET search_path = public` or `Pin LISTEN`.
 func (e Effect) String() string {
 	switch e.Kind {
 	case SetParam:

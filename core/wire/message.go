@@ -33,6 +33,8 @@ const (
 	MsgRowDescription   = 'T'
 	MsgNegotiateVersion = 'v'
 	MsgCopyInResponse   = 'G'
+	MsgParseComplete    = '1'
+	MsgCloseComplete    = '3'
 	MsgCopyOutResponse  = 'H'
 	MsgCopyBothResponse = 'W'
 )
