@@ -30,12 +30,14 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -run '^$$' -fuzz FuzzReadStartup -fuzztime 10s ./core/wire
+	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 10s ./core/sqlclass
 
 run: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config proxy.hcl -data .sluice
 
 bench: deps
-	$(GO) run ./cmd/sluice-bench -out BENCHMARKS.latest.md
+	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -out BENCHMARKS.latest.md
+	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -8,7 +8,9 @@ import (
 )
 
 // adminHandler serves the admin HTTP endpoints: /healthz answers 200 while
-// the proxy accepts clients; /pools lists each pool's counters.
+// the proxy accepts clients; /pools lists each pool's counters; /sessions
+// lists the clients with their pin reasons, and how often each reason
+// pinned a session.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +32,13 @@ func (p *Proxy) adminHandler() http.Handler {
 		p.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			Sessions  []SessionInfo     `json:"sessions"`
+			PinCounts map[string]uint64 `json:"pin_counts"`
+		}{p.Sessions(), p.PinCounts()})
 	})
 	return mux
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicedb/sluice/core/auth"
 	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/sqlclass"
 	"github.com/sluicedb/sluice/core/wire"
 )
 
@@ -139,6 +140,13 @@ func (s *Session) login(ctx context.Context) error {
 	}
 	s.paramsKey = ""
 	srv.ParamsKey = s.fingerprint()
+	if s.params["standard_conforming_strings"] == "off" {
+		// The classifier reads strings as PostgreSQL does with it on; with
+		// it off, backslashes could hide a statement from it.
+		s.mu.Lock()
+		s.pinLocked(reasonBit(sqlclass.ReasonUnknown))
+		s.mu.Unlock()
+	}
 	s.startParams = make(map[string]string, len(s.params))
 	for k, v := range s.params {
 		s.startParams[k] = v
