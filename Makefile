@@ -12,8 +12,9 @@ TEST_TIMEOUT ?= 15m
 
 all: build
 
-# deps installs what is missing (PostgreSQL 15 server and client, PgBouncer)
-# from Debian's packages; it is a fast no-op when everything is present.
+# deps installs what is missing (PostgreSQL 15 server and client, PgBouncer,
+# the JDBC driver) from Debian's packages and node-postgres from npm for the
+# driver tests; it is a fast no-op when everything is present.
 deps:
 	@if [ -x $(PGBIN)/initdb ] && command -v psql >/dev/null && command -v pgbench >/dev/null && \
 	   { command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; }; then :; else \
@@ -21,6 +22,9 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 postgresql-client-15 pgbouncer >/dev/null; \
 	fi
+	@[ -f /usr/share/java/postgresql.jar ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java >/dev/null; }
+	@[ -d core/proxy/testdata/node/node_modules/pg ] || (cd core/proxy/testdata/node && npm ci --no-audit --no-fund --silent)
 	@$(GO) mod download
 
 build:
