@@ -82,29 +82,60 @@ var ErrServer = errors.New("server error")
 // *wire.Error with the server's severity, SQLSTATE and message; any other
 // error means the connection is unusable. The connection must be idle.
 func (c *Conn) Exec(sql string) error {
-	if err := c.W.WriteMessage(wire.AppendQuery(nil, sql)); err != nil {
-		return fmt.Errorf("sending query: %w", err)
+	_, err := c.run(sql)
+	return err
+}
+
+// QueryRow runs sql as a simple query that returns one row and returns
+// the row's values as text (NULL as ""). The connection must be idle.
+func (c *Conn) QueryRow(sql string) ([]string, error) {
+	row, err := c.run(sql)
+	if err == nil && row == nil {
+		err = errors.New("query returned no row")
 	}
+	return row, err
+}
+
+// run sends sql as a simple query and reads every reply up to
+// ReadyForQuery, which must report an idle connection. It returns the last
+// row, decoded as text.
+func (c *Conn) run(sql string) ([]string, error) {
+	if err := c.W.WriteMessage(wire.AppendQuery(nil, sql)); err != nil {
+		return nil, fmt.Errorf("sending query: %w", err)
+	}
+	var row []string
 	var sqlErr error
 	for {
 		typ, body, err := c.R.ReadMessage()
 		if err != nil {
-			return fmt.Errorf("reading reply: %w", err)
+			return nil, fmt.Errorf("reading reply: %w", err)
 		}
 		switch typ {
+		case wire.MsgDataRow:
+			if row, err = parseDataRow(body); err != nil {
+				return nil, err
+			}
 		case wire.MsgErrorResponse:
 			sqlErr = DecodeError(body)
 		case wire.MsgParameterStatus:
-			if name, value, ok := wire.ParseParameterStatus(body); ok {
-				c.Params[name] = value
-				c.ParamsKey = ""
-			}
+			c.noteParameterStatus(body)
 		case wire.MsgReadyForQuery:
 			if len(body) != 1 || body[0] != wire.TxIdle {
-				return fmt.Errorf("server left a transaction open after %q", sql)
+				return nil, fmt.Errorf("server left a transaction open after %q", sql)
 			}
-			return sqlErr
+			if sqlErr != nil {
+				return nil, sqlErr
+			}
+			return row, nil
 		}
+	}
+}
+
+// noteParameterStatus records a ParameterStatus the server sent.
+func (c *Conn) noteParameterStatus(body []byte) {
+	if name, value, ok := wire.ParseParameterStatus(body); ok {
+		c.Params[name] = value
+		c.ParamsKey = ""
 	}
 }
 
@@ -164,10 +195,7 @@ func (c *Conn) Sync() (byte, error) {
 		}
 		switch typ {
 		case wire.MsgParameterStatus:
-			if name, value, ok := wire.ParseParameterStatus(body); ok {
-				c.Params[name] = value
-				c.ParamsKey = ""
-			}
+			c.noteParameterStatus(body)
 		case wire.MsgReadyForQuery:
 			if len(body) == 1 {
 				return body[0], nil
@@ -184,44 +212,6 @@ func (c *Conn) ForgetSetParams() {
 	for name := range c.Params {
 		if _, ok := c.Reported[name]; !ok {
 			delete(c.Params, name)
-		}
-	}
-}
-
-// QueryRow runs sql as a simple query that returns one row and returns
-// the row's values as text (NULL as ""). The connection must be idle.
-func (c *Conn) QueryRow(sql string) ([]string, error) {
-	if err := c.W.WriteMessage(wire.AppendQuery(nil, sql)); err != nil {
-		return nil, fmt.Errorf("sending query: %w", err)
-	}
-	var row []string
-	var sqlErr error
-	for {
-		typ, body, err := c.R.ReadMessage()
-		if err != nil {
-			return nil, fmt.Errorf("reading reply: %w", err)
-		}
-		switch typ {
-		case wire.MsgDataRow:
-			row, err = parseDataRow(body)
-			if err != nil {
-				return nil, err
-			}
-		case wire.MsgErrorResponse:
-			sqlErr = DecodeError(body)
-		case wire.MsgParameterStatus:
-			if name, value, ok := wire.ParseParameterStatus(body); ok {
-				c.Params[name] = value
-				c.ParamsKey = ""
-			}
-		case wire.MsgReadyForQuery:
-			if sqlErr != nil {
-				return nil, sqlErr
-			}
-			if row == nil {
-				return nil, errors.New("query returned no row")
-			}
-			return row, nil
 		}
 	}
 }
