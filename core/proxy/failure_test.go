@@ -168,3 +168,25 @@ func TestTerminatedServerConnection(t *testing.T) {
 		}
 	}
 }
+
+func TestIdleClientTimeout(t *testing.T) {
+	e := newEnv(t, envOptions{pool: `idle_client_timeout = "1s"`})
+	ctx := context.Background()
+	idle := e.connect(t)
+	busy := e.connect(t)
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) { // busy keeps talking; idle says nothing
+		if _, err := busy.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("an active client was cut off: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, si := range e.proxy.Sessions() {
+		if si.ProcessID == idle.PgConn().PID() {
+			t.Fatal("the session idle past idle_client_timeout is still open")
+		}
+	}
+	if _, err := idle.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a client idle past idle_client_timeout still works")
+	}
+}
