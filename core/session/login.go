@@ -33,7 +33,7 @@ func (s *Session) Serve(ctx context.Context) {
 		s.log.Debug("client disconnected")
 		return
 	}
-	if isDisconnect(err) {
+	if isDisconnect(err) || errors.Is(err, errQuiet) {
 		s.log.Debug("client connection ended", zap.Error(err))
 		return
 	}

@@ -95,18 +95,18 @@ func (s *Session) relay(ctx context.Context) error {
 			}
 			continue
 		}
-		if typ == wire.MsgQuery || typ == wire.MsgParse {
-			// After acquire: effects recorded now belong to this statement,
-			// not to what the connection did before it.
-			if err := s.classify(typ, n); err != nil {
-				return err
-			}
-		}
 		if s.cr.Buffered() < wire.HeaderLen+n {
 			// The rest of this message is still on its way: let the server
 			// work on what came before it meanwhile.
 			if err := srv.W.Flush(); err != nil {
 				return s.serverWriteFailed(srv, err)
+			}
+		}
+		if typ == wire.MsgQuery || typ == wire.MsgParse {
+			// After acquire: effects recorded now belong to this statement,
+			// not to what the connection did before it.
+			if err := s.classify(typ, n); err != nil {
+				return err
 			}
 		}
 		done := false
@@ -163,10 +163,12 @@ func (s *Session) answerLocally(typ byte, n int) error {
 func (s *Session) acquire(ctx context.Context, typ byte) (srv *pool.Conn, local bool, err error) {
 	s.mu.Lock()
 	if s.server == nil {
-		if s.killErr != nil {
-			err := s.killErr
+		if k := s.killErr; k != nil {
 			s.mu.Unlock()
-			return nil, false, err
+			if k.Code == "" {
+				return nil, false, errQuiet
+			}
+			return nil, false, k
 		}
 		s.mu.Unlock()
 		switch typ {
