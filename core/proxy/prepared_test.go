@@ -489,9 +489,40 @@ func TestPreparedStatementsMatchPostgreSQL(t *testing.T) {
 		})
 	})
 
-	// Known difference: SQL EXECUTE and DEALLOCATE of a statement prepared
-	// with the protocol's Parse do not find it through Sluice, which
-	// prepares it on the server under its own name.
+	// psycopg 3 evicts the statements it prepared with Parse by sending SQL
+	// DEALLOCATE name (with libpq before 17).
+	t.Run("SQL DEALLOCATE of a protocol-level statement", func(t *testing.T) {
+		sameAsPostgreSQL(t, e, pgx.QueryExecModeCacheStatement, func(ctx context.Context, tr *transcript, c, other *pgx.Conn) {
+			pc := c.PgConn()
+			for _, name := range []string{"_pg3_0", "MixedCase"} {
+				sd, err := pc.Prepare(ctx, name, "SELECT 'a'::text", nil)
+				tr.described("prepare "+name, sd, err)
+				churn(ctx, tr, other)
+				ident := name
+				if name == "MixedCase" {
+					ident = `"MixedCase"`
+				}
+				_, err = pc.Exec(ctx, "DEALLOCATE "+ident).ReadAll()
+				tr.add("DEALLOCATE %s: %s", ident, outcome(err))
+				tr.result("execute "+name, pc.ExecPrepared(ctx, name, nil, nil, nil).Read())
+				sd, err = pc.Prepare(ctx, name, "SELECT 'a2'::text", nil)
+				tr.described("prepare "+name+" again", sd, err)
+				tr.result("execute "+name, pc.ExecPrepared(ctx, name, nil, nil, nil).Read())
+			}
+			_, err := pc.Exec(ctx, "BEGIN").ReadAll()
+			tr.add("BEGIN: %s", outcome(err))
+			_, err = pc.Exec(ctx, "DEALLOCATE PREPARE _pg3_0;").ReadAll()
+			tr.add("DEALLOCATE PREPARE inside a transaction: %s", outcome(err))
+			_, err = pc.Exec(ctx, "COMMIT").ReadAll()
+			tr.add("COMMIT: %s", outcome(err))
+			_, err = pc.Exec(ctx, "DEALLOCATE _pg3_0").ReadAll()
+			tr.add("DEALLOCATE of a statement that is gone: %s", outcome(err))
+		})
+	})
+
+	// Known difference: SQL EXECUTE of a statement prepared with the
+	// protocol's Parse does not find it through Sluice, which prepares it on
+	// the server under its own name.
 
 	t.Run("the unnamed statement across Syncs", func(t *testing.T) {
 		sameAsPostgreSQL(t, e, pgx.QueryExecModeCacheStatement, func(ctx context.Context, tr *transcript, c, other *pgx.Conn) {

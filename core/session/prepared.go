@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/sqlclass"
@@ -415,4 +416,75 @@ func (s *Session) closePendingLocked(srv *pool.Conn) error {
 		return serverWriteError{err}
 	}
 	return nil
+}
+
+// deallocateLocally answers a simple Query that is exactly `DEALLOCATE
+// [PREPARE] name` for one of the client's protocol-level statements, which
+// the server knows only under Sluice's name: the statement is forgotten and
+// the client gets the CommandComplete and ReadyForQuery PostgreSQL would
+// send. psycopg 3 evicts its prepared statements this way. It reports
+// false, with nothing consumed, for any other message or when the client
+// loop cannot answer by itself (a server reply is still owed, or the
+// transaction has failed and PostgreSQL would refuse the statement).
+func (s *Session) deallocateLocally(n int) (bool, error) {
+	if !s.rewriting() || n > 256 {
+		return false, nil
+	}
+	body, err := s.cr.PeekBody(n)
+	if err != nil {
+		return false, err
+	}
+	name, ok := deallocateName(body)
+	if !ok {
+		return false, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, known := s.prepared[name]; !known {
+		return false, nil
+	}
+	status := byte(wire.TxIdle)
+	if s.server != nil {
+		if s.reader != nil || s.inflight > 0 || s.batch || s.txStatus == wire.TxFailed {
+			return false, nil
+		}
+		status = s.txStatus
+	}
+	delete(s.prepared, name)
+	if err := s.cr.Skip(n); err != nil {
+		return true, err
+	}
+	out := wire.AppendMessage(nil, wire.MsgCommandComplete, []byte("DEALLOCATE\x00"))
+	return true, s.cw.WriteMessage(wire.AppendReadyForQuery(out, status))
+}
+
+// deallocateName returns the statement name of a Query body that holds
+// only `DEALLOCATE [PREPARE] name`, with optional white space and a final
+// semicolon.
+func deallocateName(body []byte) (string, bool) {
+	text, _, ok := bytes.Cut(body, []byte{0})
+	if !ok {
+		return "", false
+	}
+	st := sqlclass.ClassifyOne(string(text))
+	if st.Command != "DEALLOCATE" || st.Effects != nil {
+		return "", false
+	}
+	words := strings.Fields(strings.TrimSuffix(strings.TrimSpace(string(text)), ";"))
+	if len(words) == 3 && strings.EqualFold(words[1], "PREPARE") {
+		words = []string{words[0], words[2]}
+	}
+	if len(words) != 2 || !strings.EqualFold(words[0], "DEALLOCATE") {
+		return "", false
+	}
+	name := words[1]
+	if len(name) >= 2 && name[0] == '"' && name[len(name)-1] == '"' {
+		name = strings.ReplaceAll(name[1:len(name)-1], `""`, `"`)
+	} else {
+		if strings.ContainsAny(name, `"'$;()`) || strings.EqualFold(name, "ALL") {
+			return "", false
+		}
+		name = strings.ToLower(name)
+	}
+	return name, true
 }

@@ -67,6 +67,13 @@ func (s *Session) relay(ctx context.Context) error {
 			}
 			continue
 		}
+		if typ == wire.MsgQuery {
+			if handled, err := s.deallocateLocally(n); err != nil {
+				return err
+			} else if handled {
+				continue
+			}
+		}
 		srv, local, err := s.acquire(ctx, typ)
 		if err != nil {
 			var we *wire.Error
