@@ -252,3 +252,31 @@ func TestBorrowTimeout(t *testing.T) {
 		t.Fatalf("after the pool freed up: %d, %v", n, err)
 	}
 }
+
+func TestSessionMode(t *testing.T) {
+	e := newEnv(t, envOptions{pool: "mode = \"session\"\nmax_connections = 4"})
+	e.pgbench(t, "-i", "-s", "1", "-q")
+	for _, mode := range []string{"simple", "prepared"} {
+		out := e.pgbench(t, "-c", "4", "-j", "2", "-T", "2", "-M", mode, "-n")
+		if f := regexp.MustCompile(`number of failed transactions: (\d+)`).FindStringSubmatch(out); f != nil && f[1] != "0" {
+			t.Errorf("-M %s in session mode: %s failed transactions", mode, f[1])
+		}
+	}
+	// A session keeps its server connection and its state between transactions.
+	ctx := context.Background()
+	c := e.connect(t)
+	if _, err := c.Exec(ctx, "SET work_mem = '7MB'"); err != nil {
+		t.Fatal(err)
+	}
+	var pid1, pid2 int
+	var wm string
+	c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid1)
+	other := e.connect(t)
+	other.Exec(ctx, "SELECT 1")
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid(), current_setting('work_mem')").Scan(&pid2, &wm); err != nil {
+		t.Fatal(err)
+	}
+	if pid1 != pid2 || wm != "7MB" {
+		t.Errorf("session mode moved the client: backend %d then %d, work_mem %q", pid1, pid2, wm)
+	}
+}
