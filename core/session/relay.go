@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -394,13 +393,6 @@ func (s *Session) startReaderLocked() {
 		defer close(done)
 		s.serveReplies(srv, false)
 	}()
-}
-
-// Pinned returns why the session is pinned, or "" when it is not.
-func (s *Session) Pinned() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Join(s.pins.texts(), ", ")
 }
 
 // readFailed turns a failed client read into the session's end: the kill
