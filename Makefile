@@ -22,8 +22,10 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 postgresql-client-15 pgbouncer >/dev/null; \
 	fi
-	@[ -f /usr/share/java/postgresql.jar ] || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java >/dev/null; }
+	@[ -f /usr/share/java/postgresql.jar ] && command -v javac >/dev/null && command -v npm >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    libpostgresql-jdbc-java $$(command -v javac >/dev/null || echo default-jdk-headless) \
+	    $$(command -v npm >/dev/null || echo npm) >/dev/null; }
 	@[ -d core/proxy/testdata/node/node_modules/pg ] || (cd core/proxy/testdata/node && npm ci --no-audit --no-fund --silent)
 	@$(GO) mod download
 
