@@ -447,7 +447,9 @@ func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 			}
 			status := body[0]
 			s.cw.Write(wire.AppendReadyForQuery(scratch[:0], status))
-			s.cw.Flush()
+			if !inline {
+				s.cw.Flush()
+			}
 			s.mu.Lock()
 			s.popReplyLocked()
 			if s.inflight > 0 {
@@ -469,8 +471,17 @@ func (s *Session) serveReplies(srv *pool.Conn, inline bool) {
 				}
 				s.detachLocked()
 				s.mu.Unlock()
+				// Hand the connection on before writing to the client: the
+				// next borrower need not wait for that system call.
 				s.pool.Return(srv)
+				if inline {
+					s.cw.Flush()
+				}
 				return
+			}
+			if inline {
+				// Before anything else may write to the client.
+				s.cw.Flush()
 			}
 			if s.refreshDueLocked() {
 				var done chan struct{}
