@@ -126,21 +126,21 @@ func (e *testEnv) directURL() string {
 // it is closed when the test ends.
 func (e *testEnv) connectMode(t testing.TB, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
-	c, err := dial(context.Background(), e.url(), mode)
-	if err != nil {
-		t.Fatalf("connect through sluice: %v", err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
+	return dialForTest(t, e.url(), mode, "connect through sluice")
 }
 
 // direct opens a connection to PostgreSQL itself in pgx query mode mode;
 // it is closed when the test ends.
 func (e *testEnv) direct(t testing.TB, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
-	c, err := dial(context.Background(), e.directURL(), mode)
+	return dialForTest(t, e.directURL(), mode, "connect to PostgreSQL")
+}
+
+func dialForTest(t testing.TB, url string, mode pgx.QueryExecMode, what string) *pgx.Conn {
+	t.Helper()
+	c, err := dial(context.Background(), url, mode)
 	if err != nil {
-		t.Fatalf("connect to PostgreSQL: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
@@ -537,24 +537,33 @@ func TestTrackedSettingsOfHundredClients(t *testing.T) {
 	stop := make(chan struct{})
 	peak := e.watchServerConns(t, stop)
 	const clients, statements = 100, 20
-	errs := make(chan error, clients)
+	runClients(t, clients, func(i int) error {
+		return trackedClient(ctx, e, fmt.Sprintf("s%d", i%10), zones[i%len(zones)], statements)
+	})
+	close(stop)
+	if p := <-peak; p > 5 {
+		t.Errorf("PostgreSQL saw %d connections from sluice, want at most 5", p)
+	}
+}
+
+// runClients runs client(i) for i in [0, n) concurrently, waits for all of
+// them and reports their errors.
+func runClients(t *testing.T, n int, client func(i int) error) {
+	t.Helper()
+	errs := make(chan error, n)
 	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if err := trackedClient(ctx, e, fmt.Sprintf("s%d", i%10), zones[i%len(zones)], statements); err != nil {
+			if err := client(i); err != nil {
 				errs <- fmt.Errorf("client %d: %w", i, err)
 			}
 		}(i)
 	}
 	wg.Wait()
-	close(stop)
 	close(errs)
 	reportClientErrors(t, errs)
-	if p := <-peak; p > 5 {
-		t.Errorf("PostgreSQL saw %d connections from sluice, want at most 5", p)
-	}
 }
 
 // reportClientErrors reports the first ten errors of many clients and

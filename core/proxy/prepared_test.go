@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -42,21 +41,10 @@ func TestPreparedStatementsOfManyClients(t *testing.T) {
 			stop := make(chan struct{})
 			peak := e.watchServerConns(t, stop)
 			const clients, queries, rounds = 200, 50, 3
-			errs := make(chan error, clients)
-			var wg sync.WaitGroup
-			for i := 0; i < clients; i++ {
-				wg.Add(1)
-				go func(i int) {
-					defer wg.Done()
-					if err := preparedClient(ctx, e, mode, i, queries, rounds); err != nil {
-						errs <- fmt.Errorf("client %d: %w", i, err)
-					}
-				}(i)
-			}
-			wg.Wait()
+			runClients(t, clients, func(i int) error {
+				return preparedClient(ctx, e, mode, i, queries, rounds)
+			})
 			close(stop)
-			close(errs)
-			reportClientErrors(t, errs)
 			if p := <-peak; p > 5 {
 				t.Errorf("PostgreSQL saw %d connections from sluice, want at most 5", p)
 			}
