@@ -37,6 +37,7 @@ test: deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -run '^$$' -fuzz FuzzReadStartup -fuzztime 10s ./core/wire
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 10s ./core/sqlclass
+	$(GO) test -run '^$$' -fuzz FuzzMachine -fuzztime 10s ./core/session
 
 run: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config proxy.hcl -data .sluice

@@ -22,28 +22,9 @@ type Conn struct {
 	R *wire.Reader
 	W *wire.Writer
 
-	// ProcessID and SecretKey are the server's BackendKeyData, used to
-	// forward a client's CancelRequest.
-	ProcessID, SecretKey uint32
-
-	// Params holds the server's current value of every parameter it reports
-	// (from ParameterStatus) and of every parameter Sluice set on it.
-	Params map[string]string
-	// Reported holds the values the server reported when the connection
-	// started: the defaults a client that sets nothing would see.
-	Reported map[string]string
-	// Prepared holds the protocol-level prepared statements Sluice made on
-	// this connection for its clients.
-	Prepared Prepared
-	// PendingClose lists statements to close at the start of the next batch.
-	PendingClose []string
-	// UnnamedKey identifies the query and types of the unnamed statement
-	// last parsed on this connection, or "" when unknown or none.
-	UnnamedKey string
-	// ParamsKey fingerprints Params as last synchronised by a session, so
-	// that a borrower with the same parameters skips the comparison. It is
-	// cleared whenever Params changes otherwise.
-	ParamsKey string
+	// ServerState is the bookkeeping the borrower keeps about the server
+	// session; the session machine reads and updates it.
+	ServerState
 
 	netConn   net.Conn
 	addr      string
@@ -112,7 +93,7 @@ func (c *Conn) run(sql string) ([]string, error) {
 		}
 		switch typ {
 		case wire.MsgDataRow:
-			if row, err = parseDataRow(body); err != nil {
+			if row, err = wire.ParseDataRow(body); err != nil {
 				return nil, err
 			}
 		case wire.MsgErrorResponse:
@@ -134,8 +115,7 @@ func (c *Conn) run(sql string) ([]string, error) {
 // noteParameterStatus records a ParameterStatus the server sent.
 func (c *Conn) noteParameterStatus(body []byte) {
 	if name, value, ok := wire.ParseParameterStatus(body); ok {
-		c.Params[name] = value
-		c.ParamsKey = ""
+		c.NoteParameterStatus(name, value)
 	}
 }
 
@@ -203,42 +183,4 @@ func (c *Conn) Sync() (byte, error) {
 			return 0, wire.ErrBadLength
 		}
 	}
-}
-
-// ForgetSetParams drops the parameters Sluice set that the server does not
-// report, after DISCARD ALL or RESET ALL restored their defaults.
-func (c *Conn) ForgetSetParams() {
-	c.ParamsKey = ""
-	for name := range c.Params {
-		if _, ok := c.Reported[name]; !ok {
-			delete(c.Params, name)
-		}
-	}
-}
-
-// parseDataRow decodes a DataRow body into text values.
-func parseDataRow(b []byte) ([]string, error) {
-	if len(b) < 2 {
-		return nil, wire.ErrBadLength
-	}
-	n := int(b[0])<<8 | int(b[1])
-	b = b[2:]
-	out := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		if len(b) < 4 {
-			return nil, wire.ErrBadLength
-		}
-		l := int(int32(be32(b)))
-		b = b[4:]
-		if l < 0 {
-			out = append(out, "")
-			continue
-		}
-		if l > len(b) {
-			return nil, wire.ErrBadLength
-		}
-		out = append(out, string(b[:l]))
-		b = b[l:]
-	}
-	return out, nil
 }

@@ -54,13 +54,15 @@ func Connect(ctx context.Context, ep Endpoint) (*Conn, error) {
 	defer stop()
 
 	c := &Conn{
-		R:        wire.NewReader(nc),
-		W:        wire.NewWriter(nc),
-		Params:   make(map[string]string, 16),
-		Reported: make(map[string]string, 16),
-		netConn:  nc,
-		addr:     ep.Addr,
-		created:  time.Now(),
+		R: wire.NewReader(nc),
+		W: wire.NewWriter(nc),
+		ServerState: ServerState{
+			Params:   make(map[string]string, 16),
+			Reported: make(map[string]string, 16),
+		},
+		netConn: nc,
+		addr:    ep.Addr,
+		created: time.Now(),
 	}
 	if err := c.login(ep); err != nil {
 		nc.Close()

@@ -63,6 +63,7 @@ type Pool struct {
 	waiters  waitQueue
 	closed   bool
 	stats    Stats
+	params   serverParams
 }
 
 // New returns an empty pool. name identifies the pool in client-facing
@@ -180,6 +181,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 		return nil, err
 	}
 	c.pool = p
+	p.noteDefaultsLocked(c)
 	p.mu.Unlock()
 	return c, nil
 }

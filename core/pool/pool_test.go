@@ -35,7 +35,7 @@ func (d *pipeDialer) dial(ctx context.Context) (*Conn, error) {
 		}
 	}()
 	return &Conn{R: wire.NewReader(a), W: wire.NewWriter(a), netConn: a, created: time.Now(),
-		Params: map[string]string{}, Reported: map[string]string{}}, nil
+		ServerState: ServerState{Params: map[string]string{}, Reported: map[string]string{}}}, nil
 }
 
 func newTestPool(s Settings) (*Pool, *pipeDialer) {

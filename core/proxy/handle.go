@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicedb/sluice/core/auth"
 	"github.com/sluicedb/sluice/core/config"
+	"github.com/sluicedb/sluice/core/engine"
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/session"
 	"github.com/sluicedb/sluice/core/wire"
@@ -47,29 +48,9 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		return
 	}
 
-	mode := session.ModeTransaction
-	if st0.cfg.Pool.Mode == config.ModeSession {
-		mode = session.ModeSession
-	}
 	cluster := l.cluster
-	env := &session.Env{
-		Mode:       mode,
-		AuthMethod: auth.Method(st0.cfg.Auth.Method),
-		LookupUser: func(name string) *session.User { return p.state.Load().users[name] },
-		Pool: func(u *session.User, database string) (*pool.Pool, error) {
-			return p.poolFor(cluster, u, database)
-		},
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
-		},
-		Track:       st0.track,
-		OnSetPin:    st0.cfg.Pinning.OnSet == config.OnSetPin,
-		CountPin:    p.countPin,
-		MaxPrepared: st0.cfg.Pinning.MaxPreparedStatements,
-	}
 	key := p.newKey()
-	s := session.New(p.nextID.Add(1), conn, startup, key, env, p.log)
+	s := engine.New(p.nextID.Add(1), conn, startup, key, p.sessionEnv(st0, cluster), p.log)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -77,14 +58,39 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		conn.Close()
 		return
 	}
-	p.sessions[key.ProcessID] = s
+	p.sessions[key] = s
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
-		delete(p.sessions, key.ProcessID)
+		k := s.Key()
+		if p.sessions[k] == s {
+			delete(p.sessions, k)
+		}
+		if p.sessions[key] == s {
+			delete(p.sessions, key)
+		}
 		p.mu.Unlock()
 	}()
 	s.Serve(ctx)
+}
+
+// sessionEnv is what a session of a listener's cluster needs, under the
+// configuration st.
+func (p *Proxy) sessionEnv(st *state, cluster string) *engine.Env {
+	return &engine.Env{
+		Session:    st.session,
+		AuthMethod: auth.Method(st.cfg.Auth.Method),
+		LookupUser: func(name string) *engine.User { return p.state.Load().users[name] },
+		Pool: func(u *engine.User, database string, r session.Route) (*pool.Pool, error) {
+			c := cluster
+			if r.Cluster != "" {
+				c = r.Cluster
+			}
+			return p.poolFor(c, u, database)
+		},
+		CountPin: p.countPin,
+		Rekey:    p.rekey,
+	}
 }
 
 // negotiate reads startup packets until a StartupMessage or CancelRequest,

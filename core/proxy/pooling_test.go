@@ -215,10 +215,18 @@ func TestBorrowTimeout(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	// The second client logs in (login itself needs a server connection).
+	// The second client logs in at once: the login is answered from the
+	// pool's cached server parameters, without a server connection.
 	cfg, _ := pgx.ParseConfig(e.url())
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	second, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("login while the pool is exhausted: %v", err)
+	}
+	defer second.Close(ctx)
+	// Its first statement waits for the connection, up to borrow_timeout.
 	start := time.Now()
-	_, err = pgx.ConnectConfig(ctx, cfg)
+	_, err = second.Exec(ctx, "SELECT 1")
 	waited := time.Since(start)
 	if code := sqlstate(err); code != "53300" {
 		t.Fatalf("second client: err %v (SQLSTATE %q), want 53300", err, code)

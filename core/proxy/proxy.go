@@ -11,7 +11,6 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/sluicedb/sluice/core/auth"
 	"github.com/sluicedb/sluice/core/config"
+	"github.com/sluicedb/sluice/core/engine"
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/session"
 	"github.com/sluicedb/sluice/core/wire"
@@ -38,10 +38,10 @@ const startupTimeout = 60 * time.Second
 
 // state is the part of the proxy a reload replaces as a whole.
 type state struct {
-	cfg   *config.Config
-	users map[string]*session.User
-	tls   map[string]*tls.Config // by listener name
-	track map[string]bool        // pinning.track
+	cfg     *config.Config
+	users   map[string]*engine.User
+	tls     map[string]*tls.Config // by listener name
+	session *session.Config        // what every session machine shares
 }
 
 // Proxy is a running Sluice. It is safe for concurrent use. The owner must
@@ -59,7 +59,7 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	pools    map[poolKey]*pool.Pool
-	sessions map[uint32]*session.Session // by the ProcessID given to the client
+	sessions map[session.Key]*engine.Session // by the BackendKeyData given to the client
 	closed   bool
 
 	pinMu     sync.Mutex
@@ -90,7 +90,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 	p := &Proxy{
 		log:       log,
 		pools:     make(map[poolKey]*pool.Pool),
-		sessions:  make(map[uint32]*session.Session),
+		sessions:  make(map[session.Key]*engine.Session),
 		pinCounts: make(map[string]uint64),
 		stop:      make(chan struct{}),
 
@@ -119,13 +119,24 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 
 // newState resolves the users' secrets and loads the TLS certificates.
 func newState(cfg *config.Config) (*state, error) {
-	st := &state{cfg: cfg, users: make(map[string]*session.User), tls: make(map[string]*tls.Config), track: make(map[string]bool)}
-	for _, name := range cfg.Pinning.Track {
-		st.track[name] = true
+	st := &state{cfg: cfg, users: make(map[string]*engine.User), tls: make(map[string]*tls.Config)}
+	sc := &session.Config{
+		Mode:              session.ModeTransaction,
+		Track:             make(map[string]bool, len(cfg.Pinning.Track)),
+		OnSetPin:          cfg.Pinning.OnSet == config.OnSetPin,
+		MaxPrepared:       cfg.Pinning.MaxPreparedStatements,
+		MaxClientPrepared: 1000,
 	}
+	if cfg.Pool.Mode == config.ModeSession {
+		sc.Mode = session.ModeSession
+	}
+	for _, name := range cfg.Pinning.Track {
+		sc.Track[name] = true
+	}
+	st.session = sc
 	method := auth.Method(cfg.Auth.Method)
 	for name, u := range cfg.Auth.Users {
-		su := &session.User{BackendUser: u.BackendUser}
+		su := &engine.User{BackendUser: u.BackendUser}
 		if su.BackendUser == "" {
 			su.BackendUser = name
 		}
@@ -257,10 +268,14 @@ func (p *Proxy) Shutdown(ctx context.Context) {
 	bye := wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command")
 	p.mu.Lock()
 	p.closed = true
+	list := make([]*engine.Session, 0, len(p.sessions))
 	for _, s := range p.sessions {
-		s.Kill(bye)
+		list = append(list, s)
 	}
 	p.mu.Unlock()
+	for _, s := range list {
+		s.Kill(bye)
+	}
 	done := make(chan struct{})
 	go func() { p.conns.Wait(); close(done) }()
 	select {
@@ -282,10 +297,14 @@ func (p *Proxy) Close() error {
 		}
 		p.mu.Lock()
 		p.closed = true
+		list := make([]*engine.Session, 0, len(p.sessions))
 		for _, s := range p.sessions {
-			s.Close()
+			list = append(list, s)
 		}
 		p.mu.Unlock()
+		for _, s := range list {
+			s.Close()
+		}
 		p.conns.Wait()
 		p.loops.Wait()
 		p.mu.Lock()
@@ -348,7 +367,7 @@ func poolSettings(cfg *config.Config) pool.Settings {
 
 // poolFor returns (creating on first use) the pool of a cluster's writer
 // for a backend user and database.
-func (p *Proxy) poolFor(clusterName string, u *session.User, database string) (*pool.Pool, error) {
+func (p *Proxy) poolFor(clusterName string, u *engine.User, database string) (*pool.Pool, error) {
 	st := p.state.Load()
 	cl, ok := st.cfg.Clusters[clusterName]
 	if !ok {
@@ -374,7 +393,7 @@ func (p *Proxy) poolFor(clusterName string, u *session.User, database string) (*
 	return pl, nil
 }
 
-// register gives a new session a unique, random BackendKeyData.
+// newKey returns a BackendKeyData no session has.
 func (p *Proxy) newKey() session.Key {
 	var b [8]byte
 	for {
@@ -384,7 +403,7 @@ func (p *Proxy) newKey() session.Key {
 			continue
 		}
 		p.mu.Lock()
-		_, taken := p.sessions[k.ProcessID]
+		_, taken := p.sessions[k]
 		p.mu.Unlock()
 		if !taken {
 			return k
@@ -392,20 +411,25 @@ func (p *Proxy) newKey() session.Key {
 	}
 }
 
-// cancel forwards a client's CancelRequest to the session it names, if the
-// secret matches; anything else is dropped silently, as PostgreSQL does.
+// rekey files a session under the key it gave its client after login.
+func (p *Proxy) rekey(s *engine.Session, old, key session.Key) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sessions[old] == s {
+		delete(p.sessions, old)
+	}
+	p.sessions[key] = s
+}
+
+// cancel forwards a client's CancelRequest to the session it names, if
+// both its process ID and secret match; anything else is dropped silently,
+// as PostgreSQL does.
 func (p *Proxy) cancel(ctx context.Context, pid, secret uint32) {
 	p.mu.Lock()
-	s := p.sessions[pid]
+	s := p.sessions[session.Key{ProcessID: pid, SecretKey: secret}]
 	p.mu.Unlock()
 	if s == nil {
-		return
-	}
-	var want, got [4]byte
-	binary.BigEndian.PutUint32(want[:], s.Key().SecretKey)
-	binary.BigEndian.PutUint32(got[:], secret)
-	if subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
-		p.log.Info("cancel request with a wrong key ignored")
+		p.log.Debug("cancel request for no session ignored")
 		return
 	}
 	s.Cancel(ctx)
@@ -429,7 +453,7 @@ func (p *Proxy) sweep() {
 			for _, pl := range p.pools {
 				pools = append(pools, pl)
 			}
-			var idle []*session.Session
+			var idle []*engine.Session
 			if timeout > 0 {
 				for _, s := range p.sessions {
 					if since, free := s.IdleSince(); free && now.Sub(since) > timeout {
@@ -461,7 +485,7 @@ type SessionInfo struct {
 // Sessions returns a snapshot of the connected client sessions.
 func (p *Proxy) Sessions() []SessionInfo {
 	p.mu.Lock()
-	list := make([]*session.Session, 0, len(p.sessions))
+	list := make([]*engine.Session, 0, len(p.sessions))
 	for _, s := range p.sessions {
 		list = append(list, s)
 	}

@@ -36,10 +36,10 @@ func TestDeallocateName(t *testing.T) {
 func TestPinSetTexts(t *testing.T) {
 	p := reasonBit(sqlclass.ReasonListen) | reasonBit(sqlclass.ReasonTempObject) | pinUntrackedSet
 	want := []string{"LISTEN", ReasonUntrackedSet, "temporary table, view or sequence"} // sorted
-	if got := p.texts(); !reflect.DeepEqual(got, want) {
+	if got := p.texts(""); !reflect.DeepEqual(got, want) {
 		t.Fatalf("texts() = %q, want %q", got, want)
 	}
-	if got := pinSet(0).texts(); got != nil {
+	if got := pinSet(0).texts(""); got != nil {
 		t.Fatalf("empty set texts() = %q", got)
 	}
 }

@@ -170,3 +170,47 @@ func (w *Writer) WriteMessage(b []byte) error {
 	}
 	return w.bw.Flush()
 }
+
+// BufferSize is the size of a Reader's buffer: the most PeekBody can show.
+const BufferSize = bufferSize
+
+// Discard consumes k bytes of the current message.
+func (r *Reader) Discard(k int) error {
+	_, err := r.br.Discard(k)
+	return unexpected(err)
+}
+
+// CopyTo streams the next k bytes to w in buffer-sized chunks, never
+// holding more than a buffer. All k bytes are consumed even when writing
+// fails (the write error is then returned wrapped in ErrWrite), so that r
+// stays at a message boundary.
+func (r *Reader) CopyTo(w *Writer, k int) error {
+	var werr error
+	for k > 0 {
+		b, err := r.br.Peek(min(k, bufferSize))
+		if len(b) == 0 && err != nil {
+			return unexpected(err)
+		}
+		if len(b) > k {
+			b = b[:k]
+		}
+		if werr == nil {
+			_, werr = w.bw.Write(b)
+		}
+		r.br.Discard(len(b))
+		k -= len(b)
+	}
+	if werr != nil {
+		return fmt.Errorf("%w: %w", ErrWrite, werr)
+	}
+	return nil
+}
+
+// ReadFull reads len(dst) bytes into dst.
+func (r *Reader) ReadFull(dst []byte) error {
+	_, err := io.ReadFull(r.br, dst)
+	return unexpected(err)
+}
+
+// MaxMessageLen is PostgreSQL's own bound on the length of a message.
+const MaxMessageLen = maxMessageLen

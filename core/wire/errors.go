@@ -23,6 +23,9 @@ const (
 	CodeQueryCanceled         = "57014"
 	CodeInternalError         = "XX000"
 	CodeCannotConnectNow      = "57P03"
+	CodeConfigLimitExceeded   = "53400"
+	CodeIdleInTransaction     = "25P03"
+	CodeUnableToConnect       = "08001"
 )
 
 // Severities of an ErrorResponse.

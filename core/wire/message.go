@@ -34,6 +34,7 @@ const (
 	MsgNegotiateVersion = 'v'
 	MsgCopyInResponse   = 'G'
 	MsgParseComplete    = '1'
+	MsgBindComplete     = '2'
 	MsgCloseComplete    = '3'
 	MsgCopyOutResponse  = 'H'
 	MsgCopyBothResponse = 'W'
@@ -136,4 +137,31 @@ func QuoteLiteral(s string) string {
 		}
 	}
 	return string(append(b, '\''))
+}
+
+// ParseDataRow decodes a DataRow body into text values (NULL as "").
+func ParseDataRow(b []byte) ([]string, error) {
+	if len(b) < 2 {
+		return nil, ErrBadLength
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	out := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		if len(b) < 4 {
+			return nil, ErrBadLength
+		}
+		l := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if l < 0 {
+			out = append(out, "")
+			continue
+		}
+		if l > len(b) {
+			return nil, ErrBadLength
+		}
+		out = append(out, string(b[:l]))
+		b = b[l:]
+	}
+	return out, nil
 }

@@ -1,0 +1,211 @@
+// Package engine moves bytes for session machines (core/session). This is
+// the goroutine engine: one goroutine per client reads the client and the
+// server connection it borrows, hands each framed message to the client's
+// machine and carries out the Step it returns. No second goroutine reads
+// either socket: while the client is awaited with a server connection held
+// and the server may speak (a notification to a pinned client), a watcher
+// waits for the server socket to become readable, reading nothing, and
+// wakes the session goroutine.
+package engine
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicedb/sluice/core/auth"
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/session"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// User is what the proxy knows of a client user: how to check it and which
+// credentials to use towards PostgreSQL.
+type User struct {
+	Secret          *auth.Secret
+	BackendUser     string
+	BackendPassword string
+}
+
+// Env is what a session needs from the proxy that runs it. Its functions
+// must be safe for concurrent use.
+type Env struct {
+	Session    *session.Config
+	AuthMethod auth.Method
+	// LookupUser returns the configured user of that name, or nil.
+	LookupUser func(name string) *User
+	// Pool returns the pool a route leads to for a backend user and
+	// database: the topology seam. The route's zero value is the writer of
+	// the session's cluster.
+	Pool func(u *User, database string, r session.Route) (*pool.Pool, error)
+	// CountPin, if set, is called once per session and pin reason.
+	CountPin func(reason string)
+	// IdleInTransactionTimeout ends a client that holds a server connection
+	// inside a transaction and sends nothing for that long (25P03); 0 is off.
+	IdleInTransactionTimeout time.Duration
+	// QueryTimeout cancels a request the server has not answered within it
+	// (57014); 0 is off.
+	QueryTimeout time.Duration
+	// Rekey, if set, is told when the key given to the client differs from
+	// the one the session was created with (session mode: the server's
+	// process ID).
+	Rekey func(s *Session, old, new session.Key)
+}
+
+// Session is one client connection. Create it with New and run it with
+// Serve; Kill, Close, Cancel, Info and IdleSince may be called from other
+// goroutines, and none of them blocks on I/O.
+type Session struct {
+	id      uint64
+	conn    net.Conn
+	startup *wire.Startup
+	env     *Env
+	log     *zap.Logger
+	cr      *wire.Reader
+	cw      *wire.Writer
+	m       *session.Machine
+
+	user     *User
+	database string
+	pool     *pool.Pool
+	srv      *pool.Conn // the held server connection (session goroutine only)
+
+	big       []byte    // a whole message longer than the read buffer
+	clientDL  time.Time // the client read deadline last set
+	dlUnknown bool      // someone else may have moved the client deadline
+	queryDL   time.Time // when the requests in flight time out; zero when none
+	cancelled bool      // a query_timeout cancel was sent for them
+	pinBits   uint32    // the machine's pins as last published
+	// serverSpoke: the watcher saw the server send while the client was
+	// awaited.
+	serverSpoke bool
+
+	lastActive atomic.Int64 // unix nanoseconds of the last client message
+	killErr    atomic.Pointer[wire.Error]
+	closed     atomic.Bool
+
+	mu   sync.Mutex // guards the fields below; never held across I/O
+	key  session.Key
+	held *pool.Conn // what Cancel may reach
+	info Info
+}
+
+// Info describes the session for the admin API and tests.
+type Info struct {
+	User, Database string
+	Pinned         []string
+	Holds          bool
+}
+
+// New returns a session for a client that has sent startup on conn (which
+// is already TLS-wrapped if negotiated). It takes ownership of conn.
+func New(id uint64, conn net.Conn, startup *wire.Startup, key session.Key, env *Env, log *zap.Logger) *Session {
+	s := &Session{
+		id:      id,
+		conn:    conn,
+		startup: startup,
+		env:     env,
+		key:     key,
+		cr:      wire.NewReader(conn),
+		cw:      wire.NewWriter(conn),
+		m:       session.New(env.Session, key),
+	}
+	s.log = log.With(zap.Uint64("session", id), zap.String("client", conn.RemoteAddr().String()))
+	s.m.OnPin = func(reason string) {
+		s.log.Info("session pinned", zap.String("reason", reason))
+		if env.CountPin != nil {
+			env.CountPin(reason)
+		}
+	}
+	s.lastActive.Store(time.Now().UnixNano())
+	return s
+}
+
+// ID returns the session's number, unique within the proxy.
+func (s *Session) ID() uint64 { return s.id }
+
+// Key returns the BackendKeyData given to the client (in session mode, once
+// logged in, with the server's process ID).
+func (s *Session) Key() session.Key {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.key
+}
+
+// Info returns a snapshot of the session.
+func (s *Session) Info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info
+}
+
+// IdleSince returns when the client last sent a message, and whether it
+// holds no server connection now.
+func (s *Session) IdleSince() (time.Time, bool) {
+	s.mu.Lock()
+	idle := s.held == nil
+	s.mu.Unlock()
+	return time.Unix(0, s.lastActive.Load()), idle
+}
+
+// Kill ends the session with err as soon as it holds no server connection:
+// at once if it is idle, else at the end of its transaction. The first
+// error wins.
+func (s *Session) Kill(err *wire.Error) {
+	s.killErr.CompareAndSwap(nil, err)
+	s.conn.SetReadDeadline(time.Now()) // wakes a client read; nothing is written here
+}
+
+// Close ends the session at once, whatever it is doing: its reads and
+// writes fail and Serve cleans up. It never writes (a TLS close_notify to a
+// client that reads nothing could block).
+func (s *Session) Close() {
+	s.closed.Store(true)
+	s.killErr.CompareAndSwap(nil, wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command"))
+	s.conn.SetDeadline(time.Now())
+	s.mu.Lock()
+	srv := s.held
+	s.mu.Unlock()
+	if srv != nil {
+		srv.SetReadDeadline(time.Now())
+	}
+}
+
+// Cancel forwards a cancel request to the server connection the client
+// holds at this moment, if any. The connection is marked so that it is
+// closed rather than reused: a late cancel can never reach another
+// client's query.
+func (s *Session) Cancel(ctx context.Context) {
+	s.mu.Lock()
+	srv := s.held
+	if srv != nil {
+		srv.MarkBroken()
+	}
+	s.mu.Unlock()
+	if srv != nil {
+		s.cancelServer(ctx, srv)
+	}
+}
+
+// cancelServer sends a CancelRequest for srv's backend.
+func (s *Session) cancelServer(ctx context.Context, srv *pool.Conn) {
+	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
+	defer cancel()
+	if err := srv.Cancel(ctx); err != nil {
+		s.log.Warn("forwarding cancel request", zap.Error(err))
+	}
+}
+
+// publish refreshes what Info and Cancel see.
+func (s *Session) publish() {
+	s.mu.Lock()
+	s.held = s.srv
+	s.info.Holds = s.srv != nil
+	s.info.Pinned = s.m.Pinned()
+	s.mu.Unlock()
+	s.pinBits = s.m.PinBits()
+}

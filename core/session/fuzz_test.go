@@ -1,0 +1,196 @@
+package session
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// FuzzMachine drives a machine with random message sequences from both
+// sides, borrows that succeed or fail, and clients that leave. The machine
+// must never panic, never write to a server it does not hold, frame every
+// message it writes correctly, and never send the client a message the
+// client did not earn: a ReadyForQuery only for a Sync, Query or
+// FunctionCall it answers itself, and from the server's side nothing but
+// the ParseComplete it owes for a Parse.
+func FuzzMachine(f *testing.F) {
+	f.Add([]byte("QaPbBcEdSe1f2gCZ"), false)
+	f.Add([]byte("PbSe1Z!QaGdcCZ"), true)
+	f.Add([]byte("Qa EZ Pb Pb S 1 E Z"), false)
+	f.Add([]byte("QLISTEN x\x00ZAQ"), true)
+	f.Fuzz(func(t *testing.T, data []byte, session bool) {
+		mode := ModeTransaction
+		if session {
+			mode = ModeSession
+		}
+		cfg := &Config{Mode: mode, Track: map[string]bool{"search_path": true}, MaxPrepared: 2, MaxClientPrepared: 2}
+		m := New(cfg, Key{ProcessID: 1, SecretKey: 2})
+		st := m.Login(nil, defaults(), noCache{})
+		if st.Need == NeedServer {
+			checkStep(t, m, m.Attach(newServer()), true, 0)
+		}
+		texts := []string{"SELECT 1", "BEGIN", "COMMIT", "SET search_path = a", "LISTEN x", "DEALLOCATE s1",
+			"DISCARD ALL", "RESET ALL", "SELECT pg_advisory_lock(1)", "PREPARE p AS SELECT 1", "COPY t FROM STDIN"}
+		names := []string{"", "s1", "s2", "s3"}
+		for i := 0; i < len(data); i++ {
+			b := data[i]
+			pick := func() byte {
+				i++
+				if i < len(data) {
+					return data[i]
+				}
+				return 0
+			}
+			var mb []byte
+			client := true
+			switch b % 24 {
+			case 0:
+				mb = query(texts[int(pick())%len(texts)])
+			case 1:
+				mb = parse(names[int(pick())%len(names)], texts[int(pick())%len(texts)])
+			case 2:
+				mb = bind("", names[int(pick())%len(names)], "1")
+			case 3:
+				mb = msg('D', byte('S'), names[int(pick())%len(names)])
+			case 4:
+				mb = msg('C', byte('S'), names[int(pick())%len(names)])
+			case 5:
+				mb = execute()
+			case 6:
+				mb = syncMsg()
+			case 7:
+				mb = msg('H')
+			case 8:
+				mb = msg('d', []byte("x"))
+			case 9:
+				mb = msg('c')
+			case 10:
+				mb = msg('F', int32(1))
+			case 11:
+				client = false
+				mb = rfq("ITE"[int(pick())%3])
+			case 12:
+				client = false
+				mb = msg('1')
+			case 13:
+				client = false
+				mb = msg('2')
+			case 14:
+				client = false
+				mb = msg('3')
+			case 15:
+				client = false
+				mb = errResp("42000", "boom")
+			case 16:
+				client = false
+				mb = cc("SELECT 1")
+			case 17:
+				client = false
+				mb = msg('G', byte(0), int16(0))
+			case 18:
+				client = false
+				mb = msg('S', "search_path", "b")
+			case 19:
+				client = false
+				mb = msg('D', int16(1), int32(1), []byte("v"))
+			case 20:
+				client = false
+				mb = msg('A', int32(1), "x", "")
+			case 21:
+				st := m.ClientGone()
+				checkStep(t, m, st, m.Holding() || st.Release != Keep, 0)
+				return
+			case 22:
+				mb = msg(pick(), []byte("junk"))
+			default:
+				client = false
+				mb = msg('T', int16(0))
+			}
+			n := len(mb) - 5
+			if !client {
+				held := m.Holding()
+				st := m.Server(mb[0], n, mb[5:])
+				checkStep(t, m, st, held, len(mb))
+				if !held && (len(st.ToClient) > 0 || st.Skip != len(mb)) {
+					t.Fatalf("a message from a server the machine does not hold reached the client")
+				}
+				for _, typ := range msgTypes(t, st.ToClient) {
+					if typ != '1' && typ != 'E' {
+						t.Fatalf("server step synthesised %q for the client", typ)
+					}
+				}
+				if st.End {
+					return
+				}
+				continue
+			}
+			body := mb[5 : 5+min(m.ClientNeeds(mb[0], n), n)]
+			for round := 0; ; round++ {
+				held := m.Holding()
+				st := m.Client(mb[0], n, body)
+				if round > 3 {
+					t.Fatalf("message %q offered %d times", mb[0], round)
+				}
+				switch st.Need {
+				case NeedServer:
+					if pick()%5 == 0 {
+						st = m.Refuse(mb[0], n, wire.Errorf(wire.CodeTooManyConnections, "no connection"))
+					} else {
+						checkStep(t, m, m.Attach(newServer()), true, 0)
+						continue
+					}
+				case NeedReplies:
+					// Answer Sluice's own exchange and try again.
+					checkStep(t, m, m.Server('Z', 1, []byte{'I'}), true, 6)
+					continue
+				}
+				checkStep(t, m, st, held || m.Holding(), len(mb))
+				for _, typ := range msgTypes(t, st.ToClient) {
+					if typ == 'Z' && mb[0] != 'S' && mb[0] != 'Q' && mb[0] != 'F' {
+						t.Fatalf("ReadyForQuery synthesised for a %q", mb[0])
+					}
+				}
+				if st.End {
+					return
+				}
+				break
+			}
+		}
+	})
+}
+
+// checkStep checks what holds for every step.
+func checkStep(t *testing.T, m *Machine, st Step, held bool, total int) {
+	t.Helper()
+	if len(st.ToServer) > 0 && !held {
+		t.Fatalf("wrote %q to a server the machine did not hold", msgTypes(t, st.ToServer))
+	}
+	if total > 0 && st.Need == NeedNothing && !st.End && (st.Skip < 0 || st.Skip > total) {
+		t.Fatalf("skip %d of a %d-byte message", st.Skip, total)
+	}
+	msgTypes(t, st.ToServer)
+	msgTypes(t, st.ToClient)
+}
+
+// msgTypes returns the types of the messages in b, failing on bad framing.
+func msgTypes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var out []byte
+	for len(b) > 0 {
+		if len(b) < 5 {
+			t.Fatalf("truncated message header %q", b)
+		}
+		n := int(binary.BigEndian.Uint32(b[1:]))
+		if n < 4 || 1+n > len(b) {
+			// A rewritten Bind's head announces the client's bytes after it.
+			if b[0] == 'B' {
+				return append(out, 'B')
+			}
+			t.Fatalf("message %q claims %d bytes, %d present", b[0], n, len(b)-1)
+		}
+		out = append(out, b[0])
+		b = b[1+n:]
+	}
+	return out
+}

@@ -1,0 +1,791 @@
+package session
+
+import (
+	"bytes"
+
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/sqlclass"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// Mode is the pooling mode of a session.
+type Mode int
+
+// The pooling modes.
+const (
+	ModeTransaction Mode = iota
+	ModeSession
+)
+
+// Config is what machines need of the proxy's settings. It is shared by
+// every machine and must not change once in use.
+type Config struct {
+	Mode Mode
+	// Track holds the lower-case names of the parameters whose SET and
+	// RESET are tracked and replayed instead of pinning; OnSetPin pins on
+	// every SET instead.
+	Track    map[string]bool
+	OnSetPin bool
+	// MaxPrepared caps the prepared statements kept per server connection,
+	// MaxClientPrepared those one client may hold (transaction mode).
+	MaxPrepared       int
+	MaxClientPrepared int
+	// Policy decides routes, rejects and pins; nil means DefaultPolicy.
+	Policy Policy
+}
+
+// Key is the BackendKeyData a client is given.
+type Key struct{ ProcessID, SecretKey uint32 }
+
+// maxBindHead is how much of a Bind the machine needs to see: its portal
+// and statement names. PostgreSQL truncates names to 63 bytes; longer heads
+// are refused.
+const maxBindHead = 16<<10 - wire.HeaderLen
+
+// maxSmallBody bounds the Describe and Close bodies the machine inspects.
+const maxSmallBody = 64 << 10
+
+// Machine is one client session's protocol logic. Create it with New, run
+// the login with Login, then offer it every client message (Client) and
+// every message of the server connection it holds (Server). It is not safe
+// for concurrent use; it never blocks.
+type Machine struct {
+	cfg    *Config
+	policy Policy
+
+	// OnPin, if set, is called once per reason the session is pinned for.
+	OnPin func(reason string)
+
+	key    Key
+	params params
+	stmts  translator
+	pins   pinSet
+	seen   pinSet // reasons already reported to OnPin
+	// policyReason is the text of pinPolicy.
+	policyReason string
+
+	srv    *pool.ServerState // the held connection, or nil
+	q      replyQueue
+	tx     byte // transaction status of the last ReadyForQuery
+	batch  bool // extended-protocol messages sent since the last Sync
+	copyIn bool // the server waits for the client's COPY data
+	// Clients send COPY data without waiting for CopyInResponse: copyEnds
+	// counts the CopyDone and CopyFail the client sent, copies the
+	// CopyInResponses, since nothing was last owed.
+	copyEnds, copies int
+	syncing          bool // a parameter sync runs: client messages wait
+	discarding       bool // after a reject in a batch: client messages are dropped up to Sync
+	sawFatal         bool // the server sent a FATAL: it closes next
+	gone             bool // the client left; the held connection is being cleaned up
+
+	login      *loginState
+	internal   *wire.Error // the error of Sluice's own exchange in progress
+	row        []string    // the row of a read-back in progress
+	class      []sqlclass.Statement
+	classValid bool     // class belongs to the message offered again after a borrow
+	pendDef    *stmtDef // likewise for a Parse
+	out, cout  []byte
+}
+
+// New returns a machine for one client.
+func New(cfg *Config, key Key) *Machine {
+	m := &Machine{cfg: cfg, key: key, tx: wire.TxIdle}
+	m.policy = cfg.Policy
+	if m.policy == nil {
+		m.policy = DefaultPolicy{}
+	}
+	m.stmts.maxServer = max(cfg.MaxPrepared, 1)
+	m.stmts.maxClient = cfg.MaxClientPrepared
+	if m.stmts.maxClient <= 0 {
+		m.stmts.maxClient = 1000
+	}
+	return m
+}
+
+// Key returns the BackendKeyData the client was given (in session mode, with
+// the server's process ID).
+func (m *Machine) Key() Key { return m.key }
+
+// Holding reports whether the machine holds a server connection.
+func (m *Machine) Holding() bool { return m.srv != nil }
+
+// InTransaction reports that the held connection is inside a transaction or
+// an unfinished extended-protocol batch: what idle_in_transaction_timeout
+// bounds.
+func (m *Machine) InTransaction() bool {
+	return m.srv != nil && !m.gone && (m.tx != wire.TxIdle || m.batch || m.copyIn)
+}
+
+// Pinned returns the sorted reasons the session keeps its connection.
+func (m *Machine) Pinned() []string { return m.pins.texts(m.policyReason) }
+
+// AwaitsClientRequest reports whether replies owed are those of client
+// requests (as opposed to Sluice's own exchanges): what query_timeout bounds.
+func (m *Machine) AwaitsClientRequest() bool {
+	r := m.q.peek()
+	return m.srv != nil && !m.gone && r != nil && r.kind != replyInternal && m.q.requests > 0
+}
+
+// Expect says what the held server may send next.
+func (m *Machine) Expect() Expect {
+	switch {
+	case m.srv == nil:
+		return ExpectNothing
+	case m.copyIn:
+		return ExpectNothing // the server waits for the client's data
+	case m.q.requests > 0:
+		return ExpectReplies
+	case m.gone:
+		return ExpectNothing
+	case m.batch || m.tx == wire.TxIdle:
+		return ExpectMaybe
+	}
+	return ExpectNothing
+}
+
+// ClientNeeds returns how many bytes of the body of a client message of
+// type typ and body length n the machine must see: the engine passes at
+// least that many to Client (the whole body for a Query or Parse, of any
+// size), and streams the rest.
+func (m *Machine) ClientNeeds(typ byte, n int) int {
+	if m.cfg.Mode == ModeSession {
+		return 0
+	}
+	switch typ {
+	case wire.MsgQuery, wire.MsgParse:
+		return n
+	case wire.MsgBind:
+		return min(n, maxBindHead)
+	case wire.MsgDescribe, wire.MsgClose:
+		if n <= maxSmallBody {
+			return n
+		}
+	}
+	return 0
+}
+
+// ServerNeeds is ClientNeeds for server messages.
+func (m *Machine) ServerNeeds(typ byte, n int) int {
+	switch typ {
+	case wire.MsgReadyForQuery, wire.MsgErrorResponse, wire.MsgParameterStatus:
+		return n
+	case wire.MsgDataRow:
+		if r := m.q.peek(); r != nil && r.kind == replyInternal && r.purpose == internalReadBack {
+			return n
+		}
+	}
+	return 0
+}
+
+// Client takes the next client message: its type, body length n and the
+// first ClientNeeds(typ, n) bytes (or more) of its body.
+func (m *Machine) Client(typ byte, n int, body []byte) Step {
+	all := wire.HeaderLen + n
+	switch typ {
+	case wire.MsgTerminate:
+		return Step{Skip: all, End: true}
+	case wire.MsgQuery, wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose,
+		wire.MsgSync, wire.MsgFlush, wire.MsgFunctionCall, wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+	default:
+		return m.fatal(wire.Fatalf(wire.CodeProtocolViolation, "invalid frontend message type %d", typ))
+	}
+	if m.login != nil || m.gone {
+		return m.fatal(wire.Fatalf(wire.CodeProtocolViolation, "unexpected message type %q", typ))
+	}
+	if m.discarding {
+		if typ != wire.MsgSync {
+			return Step{Skip: all}
+		}
+		m.discarding = false
+		if m.srv == nil {
+			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], wire.TxIdle)}
+		}
+		m.q.push(reply{kind: replySync})
+		m.batch = false
+		return Step{}
+	}
+	if (typ == wire.MsgCopyDone || typ == wire.MsgCopyFail) && m.srv != nil {
+		m.copyEnds++
+		m.copyIn = false
+	}
+	if m.copyIn {
+		return Step{} // Sync and Flush too: the server ignores them in copy-in mode
+	}
+	if m.syncing {
+		return Step{Need: NeedReplies}
+	}
+	if m.srv == nil {
+		switch typ {
+		case wire.MsgSync:
+			// As PostgreSQL answers a Sync with nothing before it.
+			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], wire.TxIdle)}
+		case wire.MsgFlush, wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+			return Step{Skip: all}
+		}
+		if typ == wire.MsgQuery && m.deallocate(body) {
+			return m.deallocated(all)
+		}
+		if typ == wire.MsgParse && m.cfg.Mode == ModeTransaction && m.stmts.exceeds(body) {
+			return m.rejectLocally(typ, all, m.stmts.errTooManyStatements())
+		}
+		d, ok := m.decide(typ, body, true)
+		if !ok {
+			return Step{Need: NeedServer}
+		}
+		if d.Reject != nil {
+			return m.rejectLocally(typ, all, d.Reject)
+		}
+		return Step{Need: NeedServer, Route: d.Route}
+	}
+	return m.forward(typ, n, body)
+}
+
+// decide classifies a message that needs a server and asks the policy. It
+// keeps the classification for the same message offered again after the
+// borrow. ok is false for a message the policy does not see.
+func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
+	if m.cfg.Mode != ModeTransaction {
+		return Decision{}, false
+	}
+	st := Statement{Borrow: borrow, InTransaction: m.srv != nil && m.tx != wire.TxIdle}
+	switch typ {
+	case wire.MsgQuery:
+		sql, _, _ := bytes.Cut(body, []byte{0})
+		if !m.classValid {
+			m.class = sqlclass.Classify(m.class[:0], string(sql))
+			m.classValid = true
+		}
+		st.SQL, st.Class = string(sql), m.class
+	case wire.MsgParse:
+		_, rest, ok := bytes.Cut(body, []byte{0})
+		if !ok {
+			return Decision{}, false
+		}
+		if m.pendDef == nil || m.pendDef.key != string(rest) {
+			m.pendDef = newStmtDef(rest)
+		}
+		st.SQL, st.Class, st.Extended = m.pendDef.query, []sqlclass.Statement{m.pendDef.class}, true
+	case wire.MsgBind:
+		_, name, ok := bindHead(body)
+		if !ok {
+			return Decision{}, false
+		}
+		def := m.stmts.unnamed
+		if len(name) > 0 {
+			def = m.stmts.prepared[string(name)]
+		}
+		if def == nil {
+			return Decision{}, false
+		}
+		st.SQL, st.Class, st.Extended = def.query, []sqlclass.Statement{def.class}, true
+	default:
+		return Decision{}, false
+	}
+	return m.policy.Decide(&st), true
+}
+
+// forward takes a client message while a server connection is held.
+func (m *Machine) forward(typ byte, n int, body []byte) Step {
+	all := wire.HeaderLen + n
+	rewriting := m.cfg.Mode == ModeTransaction
+	out := m.out[:0]
+	if rewriting && m.q.requests == 0 && !m.batch && len(m.srv.PendingClose) > 0 {
+		out = m.stmts.closePending(out, m.srv, &m.q)
+	}
+	step := Step{}
+	switch typ {
+	case wire.MsgQuery:
+		if rewriting && m.deallocate(body) {
+			m.out = out
+			s := m.deallocated(all)
+			s.ToServer = out
+			return s
+		}
+		if rewriting {
+			d, _ := m.decide(typ, body, false)
+			m.classValid = false
+			if d.Reject != nil {
+				return m.rejectHeld(typ, all, out, d.Reject)
+			}
+			for i := range m.class {
+				m.applyEffects(m.class[i].Effects, d)
+			}
+			m.pinFor(d)
+			// A simple Query destroys the unnamed statement.
+			m.stmts.unnamed = nil
+			m.srv.UnnamedKey = ""
+		}
+		m.q.push(reply{kind: replySync, query: true})
+		m.batch = false
+	case wire.MsgParse:
+		m.batch = true
+		if !rewriting {
+			m.q.push(reply{kind: replyParse})
+			break
+		}
+		d, ok := m.decide(typ, body, false)
+		if ok && d.Reject != nil {
+			m.pendDef = nil
+			return m.rejectHeld(typ, all, out, d.Reject)
+		}
+		if ok {
+			m.applyEffects(m.pendDef.class.Effects, d)
+			m.pinFor(d)
+		}
+		repl, err := m.stmts.parse(m.srv, &m.q, body, m.pendDef)
+		m.pendDef = nil
+		if err != nil {
+			return m.rejectHeld(typ, all, out, err)
+		}
+		if repl != nil {
+			out = append(out, repl...)
+			step.Skip = all
+		}
+	case wire.MsgBind:
+		m.batch = true
+		if !rewriting {
+			break
+		}
+		repl, skip, def := m.stmts.bind(m.srv, &m.q, body, n)
+		if def != nil {
+			m.applyEffects(def.class.Effects, Decision{})
+		}
+		out = append(out, repl...)
+		step.Skip = skip
+	case wire.MsgDescribe, wire.MsgClose:
+		m.batch = true
+		if !rewriting {
+			if typ == wire.MsgClose {
+				m.q.push(reply{kind: replyClose})
+			}
+			break
+		}
+		if len(body) < n { // too long to be a real name: the server refuses it
+			if typ == wire.MsgClose {
+				m.q.push(reply{kind: replyClose})
+			}
+			break
+		}
+		if repl, replace := m.stmts.describeOrClose(m.srv, &m.q, typ, body); repl != nil {
+			out = append(out, repl...)
+			if replace {
+				step.Skip = all
+			}
+		}
+	case wire.MsgExecute:
+		m.batch = true
+	case wire.MsgSync:
+		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds})
+		m.batch = false
+	case wire.MsgFunctionCall:
+		m.q.push(reply{kind: replySync})
+	}
+	m.out = out
+	step.ToServer = out
+	return step
+}
+
+// pinFor applies a policy's pin override that forces a pin.
+func (m *Machine) pinFor(d Decision) {
+	if d.Pin == PinForce {
+		if d.PinReason != "" {
+			m.policyReason = d.PinReason
+		} else if m.policyReason == "" {
+			m.policyReason = "pinned by policy"
+		}
+		m.pin(pinPolicy)
+	}
+}
+
+// applyEffects records what a statement does to session state: pins and
+// unpins, and tracked parameters whose values must be read back once it
+// has run. It runs before the statement is forwarded, so that a pin takes
+// effect before the server can act on it.
+func (m *Machine) applyEffects(effects []sqlclass.Effect, d Decision) {
+	for _, e := range effects {
+		switch e.Kind {
+		case sqlclass.SetParam, sqlclass.ResetParam:
+			if m.cfg.OnSetPin || !m.cfg.Track[e.Name] {
+				if d.Pin != PinNever {
+					m.pin(pinUntrackedSet)
+				}
+				continue
+			}
+			m.params.markDirty(e.Name)
+		case sqlclass.ResetAll:
+			m.params.resetAll = true
+		case sqlclass.DiscardAll:
+			m.params.resetAll = true
+			m.pins &= pinSessionMode
+			m.stmts.forget(m.srv)
+		case sqlclass.Pin:
+			if d.Pin != PinNever {
+				m.pin(reasonBit(e.Reason))
+			}
+		case sqlclass.Unpin:
+			m.pins &^= reasonBit(e.Reason)
+			if e.Reason == sqlclass.ReasonPrepare {
+				m.stmts.forget(m.srv) // DEALLOCATE ALL
+			}
+		}
+	}
+}
+
+// pin adds reasons, reporting each once per session.
+func (m *Machine) pin(add pinSet) {
+	fresh := add &^ m.seen
+	m.pins |= add
+	m.seen |= add
+	if m.OnPin == nil {
+		return
+	}
+	for fresh != 0 {
+		b := fresh & -fresh
+		fresh &^= b
+		m.OnPin(b.text(m.policyReason))
+	}
+}
+
+// Server takes the next message of the held server connection: its type,
+// body length n and the first ServerNeeds(typ, n) bytes of its body.
+func (m *Machine) Server(typ byte, n int, body []byte) Step {
+	all := wire.HeaderLen + n
+	if m.srv == nil {
+		return Step{Skip: all}
+	}
+	if r := m.q.peek(); r != nil && r.kind == replyInternal {
+		return m.ownReply(typ, all, body)
+	}
+	step := Step{}
+	switch typ {
+	case wire.MsgReadyForQuery:
+		if len(body) != 1 {
+			return m.serverBroken(wire.ErrBadLength)
+		}
+		m.q.skipToSync(m.undo)
+		m.q.pop()
+		m.tx = body[0]
+		if m.q.requests == 0 {
+			m.copyEnds, m.copies = 0, 0
+		}
+		step = m.afterReady()
+	case wire.MsgErrorResponse:
+		if pool.DecodeError(body).Fatal() {
+			m.sawFatal = true
+		}
+		m.copyIn = false
+		m.q.skipToSync(m.undo)
+	case wire.MsgParameterStatus:
+		if name, value, ok := wire.ParseParameterStatus(body); ok {
+			m.srv.NoteParameterStatus(name, value)
+			if !fixed[name] && m.params.values != nil {
+				m.params.values[name] = value
+				m.params.key = ""
+			}
+		}
+	case wire.MsgParseComplete, wire.MsgCloseComplete:
+		switch m.q.pop().kind {
+		case replyParseSwallow, replyCloseSwallow, replyBindSwallow:
+			step.Skip = all
+		case replyCloseAsParse:
+			step.Skip = all
+			step.ToClient = append(m.cout[:0], wire.MsgParseComplete, 0, 0, 0, 4)
+		}
+	case wire.MsgBindComplete:
+		if r := m.q.peek(); r != nil && r.kind == replyBindSwallow {
+			m.q.pop()
+			step.Skip = all
+		}
+	case wire.MsgCopyInResponse, wire.MsgCopyBothResponse:
+		m.copies++
+		if r := m.q.peek(); r != nil && !r.query {
+			// Syncs the client sent between the Execute and the end of its
+			// data are ignored by the server in copy-in mode.
+			m.q.dropSyncs(m.copies - 1)
+		}
+		m.copyIn = m.copyEnds < m.copies // else the client has already sent all its data
+	}
+	if m.gone {
+		step.ToClient, step.Skip = nil, all
+	}
+	return step
+}
+
+// undo is the replyQueue's undo for replies the server skips.
+func (m *Machine) undo(r *reply) {
+	if m.srv != nil {
+		m.stmts.undo(m.srv, r)
+	}
+}
+
+// afterReady decides, after a ReadyForQuery for the client, whether the
+// connection goes back to the pool or a parameter read-back is due first.
+func (m *Machine) afterReady() Step {
+	if m.q.requests > 0 || m.batch || m.copyIn || m.tx != wire.TxIdle || m.sawFatal {
+		return Step{}
+	}
+	if m.gone {
+		return m.cleanup()
+	}
+	if m.cfg.Mode != ModeTransaction || m.pins != 0 {
+		return Step{}
+	}
+	if s, ok := m.refresh(); ok {
+		return s
+	}
+	m.detach()
+	return Step{Release: ReleaseReturn}
+}
+
+// refresh starts the next exchange a read-back needs, if any.
+func (m *Machine) refresh() (Step, bool) {
+	if m.params.due() {
+		q, names := m.params.readBack(m.srv)
+		if q != "" {
+			return m.own(internalReadBack, q, names), true
+		}
+	}
+	if q := m.params.syncQuery(m.srv); q != "" {
+		return m.own(internalSync, q, nil), true
+	}
+	return Step{}, false
+}
+
+// own sends a simple query of Sluice's own.
+func (m *Machine) own(purpose internalPurpose, sql string, names []string) Step {
+	m.q.push(reply{kind: replyInternal, purpose: purpose, names: names})
+	m.internal, m.row = nil, nil
+	m.out = wire.AppendQuery(m.out[:0], sql)
+	return Step{ToServer: m.out}
+}
+
+// ownReply consumes a reply to Sluice's own exchange.
+func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
+	r := m.q.peek()
+	switch typ {
+	case wire.MsgErrorResponse:
+		e := pool.DecodeError(body)
+		if e.Fatal() {
+			m.sawFatal = true
+		}
+		if m.internal == nil {
+			m.internal = e
+		}
+	case wire.MsgParameterStatus:
+		if name, value, ok := wire.ParseParameterStatus(body); ok {
+			m.srv.NoteParameterStatus(name, value)
+			if r.purpose != internalReset && !fixed[name] && m.params.values != nil {
+				m.params.values[name] = value
+				m.params.key = ""
+			}
+		}
+	case wire.MsgDataRow:
+		if r.purpose == internalReadBack {
+			row, err := wire.ParseDataRow(body)
+			if err != nil {
+				return m.serverBroken(err)
+			}
+			m.row = row
+		}
+	case wire.MsgReadyForQuery:
+		if len(body) != 1 {
+			return m.serverBroken(wire.ErrBadLength)
+		}
+		done := m.q.pop()
+		m.tx = body[0]
+		s := m.ownDone(done)
+		s.Skip = all
+		return s
+	}
+	return Step{Skip: all}
+}
+
+// ownDone finishes one of Sluice's own exchanges.
+func (m *Machine) ownDone(r reply) Step {
+	err := m.internal
+	m.internal = nil
+	switch r.purpose {
+	case internalLogin:
+		return m.loginDone(err)
+	case internalSync:
+		attaching := m.syncing
+		m.syncing = false
+		if err != nil || m.tx != wire.TxIdle {
+			return m.failServer(wire.Fatalf(wire.CodeConnectionFailure,
+				"server connection failed while applying session parameters").Wrap(errOr(err)))
+		}
+		m.params.synced(m.srv)
+		if attaching {
+			return Step{} // the message that borrowed the connection goes next
+		}
+		return m.afterReady()
+	case internalReadBack:
+		if err != nil || m.tx != wire.TxIdle || len(m.row) != len(r.names) {
+			return m.failServer(wire.Fatalf(wire.CodeConnectionFailure,
+				"server connection failed while saving session parameters").Wrap(errOr(err)))
+		}
+		m.params.applyRow(m.srv, r.names, m.row)
+		m.row = nil
+		return m.afterReady()
+	case internalReset:
+		if err != nil {
+			m.detach()
+			return Step{Release: ReleaseDiscard, End: true}
+		}
+		if m.q.requests > 0 {
+			return Step{}
+		}
+		return m.finishCleanup()
+	}
+	return Step{}
+}
+
+// errOr returns err, or a generic error for a wrong transaction status.
+func errOr(err *wire.Error) error {
+	if err != nil {
+		return err
+	}
+	return errUnexpectedStatus
+}
+
+// Attach gives the machine the server connection borrowed after NeedServer.
+// The step it returns may hold a parameter sync for the server; the message
+// that needed the connection is then offered again.
+func (m *Machine) Attach(srv *pool.ServerState) Step {
+	m.srv = srv
+	m.q.reset()
+	m.tx = wire.TxIdle
+	m.batch, m.copyIn, m.sawFatal = false, false, false
+	if m.login != nil {
+		return m.loginAttached()
+	}
+	if q := m.params.syncQuery(srv); q != "" {
+		m.syncing = true
+		return m.own(internalSync, q, nil)
+	}
+	return Step{}
+}
+
+// Refuse tells the machine that the borrow for the message offered failed
+// with err: the client gets err for that message as PostgreSQL reports a
+// failed statement, or the session ends when err is FATAL. typ and n are
+// the message's type and body length.
+func (m *Machine) Refuse(typ byte, n int, err *wire.Error) Step {
+	m.classValid, m.pendDef = false, nil
+	if m.login != nil || err.Fatal() {
+		m.login = nil
+		return m.fatal(err)
+	}
+	return m.rejectLocally(typ, wire.HeaderLen+n, err)
+}
+
+// ClientGone tells the machine the client left. The step cleans up the held
+// connection: the engine keeps reading the server and handing its messages
+// to Server until a step releases it.
+func (m *Machine) ClientGone() Step {
+	m.gone = true
+	m.login = nil
+	if m.srv == nil {
+		return Step{End: true}
+	}
+	if m.q.requests > 0 || m.copyIn || m.sawFatal {
+		// A statement is still running: stop it and drop the connection,
+		// which is quicker and safer than waiting for it.
+		m.detach()
+		return Step{Release: ReleaseDiscard, Cancel: true, End: true}
+	}
+	return m.cleanup()
+}
+
+// cleanup starts leaving the held connection clean for the next borrower:
+// ending an open batch and transaction, and DISCARD ALL after session state.
+func (m *Machine) cleanup() Step {
+	out := m.out[:0]
+	if m.batch {
+		out = wire.AppendSync(out)
+		m.q.push(reply{kind: replyInternal, purpose: internalReset})
+		m.batch = false
+	}
+	if m.tx != wire.TxIdle || len(out) > 0 {
+		out = wire.AppendQuery(out, "ROLLBACK")
+		m.q.push(reply{kind: replyInternal, purpose: internalReset})
+	}
+	if m.pins != 0 || m.params.due() {
+		out = wire.AppendQuery(out, "DISCARD ALL")
+		m.q.push(reply{kind: replyInternal, purpose: internalReset})
+		m.pins = 0
+		m.params.dirty, m.params.resetAll = nil, false
+		m.srv.ForgetSetParams()
+		m.srv.Prepared.Clear()
+		m.srv.UnnamedKey = ""
+	}
+	if len(out) == 0 {
+		return m.finishCleanup()
+	}
+	m.out = out
+	return Step{ToServer: out}
+}
+
+// finishCleanup releases the connection once the cleanup is done.
+func (m *Machine) finishCleanup() Step {
+	rel := ReleaseReturn
+	if m.tx != wire.TxIdle || m.sawFatal {
+		rel = ReleaseDiscard
+	}
+	m.detach()
+	return Step{Release: rel, End: true}
+}
+
+// ServerGone tells the machine the held connection failed (err from
+// reading or writing it). The step discards it and ends the session,
+// telling the client why unless the server already sent its own FATAL.
+func (m *Machine) ServerGone(err error) Step {
+	if m.srv == nil {
+		return Step{}
+	}
+	return m.serverBroken(err)
+}
+
+func (m *Machine) serverBroken(err error) Step {
+	if m.sawFatal || m.gone {
+		m.detach()
+		m.login = nil
+		return Step{Release: ReleaseDiscard, End: true}
+	}
+	return m.failServer(wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err))
+}
+
+// failServer discards the held connection and ends the session with e.
+func (m *Machine) failServer(e *wire.Error) Step {
+	m.detach()
+	m.login = nil
+	s := m.fatal(e)
+	s.Release = ReleaseDiscard
+	return s
+}
+
+// detach forgets the held connection.
+func (m *Machine) detach() {
+	m.srv = nil
+	m.q.reset()
+	m.batch, m.copyIn, m.syncing, m.sawFatal = false, false, false, false
+	m.tx = wire.TxIdle
+}
+
+// fatal ends the session with e, which the client receives.
+func (m *Machine) fatal(e *wire.Error) Step {
+	if !e.Fatal() {
+		c := *e
+		c.Severity = wire.SeverityFatal
+		e = &c
+	}
+	m.cout = e.Encode(m.cout[:0])
+	return Step{ToClient: m.cout, End: true, Err: e}
+}
+
+// PinBits returns the set of pin reasons as bits, cheap to compare: it
+// changes exactly when Pinned does.
+func (m *Machine) PinBits() uint32 { return uint32(m.pins) }
+
+// LoggingIn reports a login waiting for its server exchange.
+func (m *Machine) LoggingIn() bool { return m.login != nil }

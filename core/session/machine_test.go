@@ -1,0 +1,552 @@
+package session
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// The transcript tests drive a Machine with framed messages from both
+// sides, without sockets, and check what it writes where and what it asks
+// the engine to do.
+
+// msg encodes one protocol message.
+func msg(typ byte, parts ...any) []byte {
+	var body []byte
+	for _, p := range parts {
+		switch v := p.(type) {
+		case string: // a C string
+			body = append(append(body, v...), 0)
+		case []byte: // raw bytes
+			body = append(body, v...)
+		case int16:
+			body = binary.BigEndian.AppendUint16(body, uint16(v))
+		case int32:
+			body = binary.BigEndian.AppendUint32(body, uint32(v))
+		case byte:
+			body = append(body, v)
+		default:
+			panic(fmt.Sprintf("msg: %T", p))
+		}
+	}
+	return wire.AppendMessage(nil, typ, body)
+}
+
+func query(sql string) []byte { return msg('Q', sql) }
+func parse(name, sql string) []byte {
+	return msg('P', name, sql, int16(0))
+}
+func bind(portal, stmt string, params ...string) []byte {
+	parts := []any{portal, stmt, int16(0), int16(len(params))}
+	for _, p := range params {
+		parts = append(parts, int32(len(p)), []byte(p))
+	}
+	return msg('B', append(parts, int16(0))...)
+}
+func execute() []byte   { return msg('E', "", int32(0)) }
+func syncMsg() []byte   { return msg('S') }
+func rfq(s byte) []byte { return msg('Z', s) }
+func cc(tag string) []byte {
+	return msg('C', tag)
+}
+func errResp(code, text string) []byte {
+	return msg('E', byte('S'), "ERROR", byte('V'), "ERROR", byte('C'), code, byte('M'), text, byte(0))
+}
+
+// types lists the message types in b, with the statement or portal names of
+// Parse, Bind, Close and Describe: "P(sluice_1) B(,sluice_1) E S".
+func types(b []byte) string { return typesOf(b, true) }
+
+// typesOf is types for messages to the server (frontend) or to the client.
+func typesOf(b []byte, frontend bool) string {
+	var out []string
+	for len(b) >= 5 {
+		n := int(binary.BigEndian.Uint32(b[1:]))
+		typ, body := b[0], b[5:1+n]
+		s := string(typ)
+		switch typ {
+		case 'P':
+			if !frontend {
+				break
+			}
+			name, _, _ := bytes.Cut(body, []byte{0})
+			s += "(" + string(name) + ")"
+		case 'B':
+			if !frontend {
+				break
+			}
+			portal, rest, _ := bytes.Cut(body, []byte{0})
+			name, _, _ := bytes.Cut(rest, []byte{0})
+			s += "(" + string(portal) + "," + string(name) + ")"
+		case 'C', 'D':
+			if frontend && len(body) > 0 && (body[0] == 'S' || body[0] == 'P') {
+				name, _, _ := bytes.Cut(body[1:], []byte{0})
+				s += "(" + string(body[0]) + string(name) + ")"
+			}
+		case 'Q':
+			if !frontend {
+				break
+			}
+			s += "(" + strings.TrimSuffix(string(body), "\x00") + ")"
+		case 'Z':
+			s += string(body)
+		}
+		out = append(out, s)
+		b = b[1+n:]
+	}
+	if len(b) > 0 {
+		out = append(out, "<partial>")
+	}
+	return strings.Join(out, " ")
+}
+
+// harness runs a machine against scripted peers.
+type harness struct {
+	t   *testing.T
+	m   *Machine
+	srv *pool.ServerState
+	// toServer and toClient accumulate what the machine sent, including the
+	// forwarded parts of messages.
+	toServer, toClient  []byte
+	returned, discarded int
+}
+
+func newHarness(t *testing.T, mode Mode) *harness {
+	cfg := &Config{Mode: mode, Track: map[string]bool{"search_path": true}, MaxPrepared: 10, MaxClientPrepared: 3}
+	h := &harness{t: t, m: New(cfg, Key{ProcessID: 7, SecretKey: 9})}
+	st := h.m.Login(nil, defaults(), noCache{})
+	if mode == ModeSession {
+		if st.Need != NeedServer {
+			t.Fatalf("session-mode login: need %d", st.Need)
+		}
+		h.attach()
+	}
+	h.toClient = nil
+	return h
+}
+
+func defaults() map[string]string {
+	return map[string]string{"TimeZone": "UTC", "application_name": "", "server_version": "15.0", "DateStyle": "ISO, MDY"}
+}
+
+// noCache is a ParamCache that knows nothing.
+type noCache struct{}
+
+func (noCache) KnownParams(string) (map[string]string, bool) { return nil, false }
+func (noCache) LearnParams(string, map[string]string)        {}
+
+// newServer returns the bookkeeping of a fresh server connection.
+func newServer() *pool.ServerState {
+	r := defaults()
+	p := make(map[string]string)
+	for k, v := range r {
+		p[k] = v
+	}
+	return &pool.ServerState{ProcessID: 4242, SecretKey: 1, Params: p, Reported: r}
+}
+
+func (h *harness) attach() {
+	h.t.Helper()
+	if h.srv == nil {
+		h.srv = newServer()
+	}
+	h.apply(h.m.Attach(h.srv), nil, false)
+}
+
+// apply records a step for message m (from the client when fromClient).
+func (h *harness) apply(st Step, m []byte, fromClient bool) Step {
+	h.toServer = append(h.toServer, st.ToServer...)
+	h.toClient = append(h.toClient, st.ToClient...)
+	if m != nil && st.Need == NeedNothing && !st.End && st.Skip < len(m) {
+		if fromClient {
+			h.toServer = append(h.toServer, m[st.Skip:]...)
+		} else {
+			h.toClient = append(h.toClient, m[st.Skip:]...)
+		}
+	}
+	switch st.Release {
+	case ReleaseReturn:
+		h.returned++
+	case ReleaseDiscard:
+		h.discarded++
+		h.srv = nil
+	}
+	return st
+}
+
+// client offers a client message, borrowing a connection when asked.
+func (h *harness) client(m []byte) Step {
+	h.t.Helper()
+	for range 3 {
+		st := h.m.Client(m[0], len(m)-5, m[5:])
+		if st.Need == NeedServer {
+			h.attach()
+			continue
+		}
+		if st.Need == NeedReplies {
+			return st
+		}
+		return h.apply(st, m, true)
+	}
+	h.t.Fatalf("message %q offered three times", m[0])
+	return Step{}
+}
+
+func (h *harness) server(msgs ...[]byte) Step {
+	h.t.Helper()
+	var st Step
+	for _, m := range msgs {
+		n := len(m) - 5
+		st = h.apply(h.m.Server(m[0], n, m[5:]), m, false)
+	}
+	return st
+}
+
+// sent returns and clears what went to the server.
+func (h *harness) sent() string  { s := types(h.toServer); h.toServer = nil; return s }
+func (h *harness) toCli() string { s := typesOf(h.toClient, false); h.toClient = nil; return s }
+func (h *harness) expect(want Expect) {
+	h.t.Helper()
+	if got := h.m.Expect(); got != want {
+		h.t.Fatalf("Expect() = %d, want %d", got, want)
+	}
+}
+
+func check(t *testing.T, what, got, want string) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s:\n got  %s\n want %s", what, got, want)
+	}
+}
+
+func TestTranscriptSimpleQuery(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("SELECT 1"))
+	check(t, "to server", h.sent(), "Q(SELECT 1)")
+	h.expect(ExpectReplies)
+	h.server(msg('T', int16(0)), msg('D', int16(0)), cc("SELECT 1"))
+	st := h.server(rfq('I'))
+	if st.Release != ReleaseReturn || h.m.Holding() {
+		t.Fatalf("after ReadyForQuery I: release %d, holding %v", st.Release, h.m.Holding())
+	}
+	check(t, "to client", h.toCli(), "T D C ZI")
+}
+
+func TestTranscriptTransactionKeepsConnection(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	if !h.m.Holding() || h.returned != 0 {
+		t.Fatal("connection released inside a transaction")
+	}
+	h.expect(ExpectNothing)
+	h.client(query("COMMIT"))
+	h.server(cc("COMMIT"), rfq('I'))
+	if h.returned != 1 {
+		t.Fatal("connection kept after COMMIT")
+	}
+}
+
+func TestTranscriptLocalSyncAndFlush(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(msg('H'))
+	h.client(syncMsg())
+	check(t, "to client", h.toCli(), "ZI")
+	check(t, "to server", h.sent(), "")
+	if h.m.Holding() {
+		t.Fatal("Sync borrowed a connection")
+	}
+}
+
+func TestTranscriptNamedStatementAcrossConnections(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	// Pipelined: Parse, Bind, Execute, Sync in one go.
+	h.client(parse("s1", "SELECT $1::int"))
+	h.client(bind("", "s1", "42"))
+	h.client(execute())
+	h.client(syncMsg())
+	check(t, "to server", h.sent(), "P(sluice_1) B(,sluice_1) E S")
+	h.server(msg('1'), msg('2'), msg('D', int16(0)), cc("SELECT 1"), rfq('I'))
+	check(t, "to client", h.toCli(), "1 2 D C ZI")
+	if h.returned != 1 {
+		t.Fatal("not returned after Sync")
+	}
+	// Next transaction on a different connection: the statement is prepared
+	// there under Sluice's name, its ParseComplete swallowed.
+	h.srv = newServer()
+	h.client(bind("", "s1", "7"))
+	h.client(execute())
+	h.client(syncMsg())
+	check(t, "to server", h.sent(), "P(sluice_1) B(,sluice_1) E S")
+	h.server(msg('1'), msg('2'), cc("SELECT 1"), rfq('I'))
+	check(t, "to client", h.toCli(), "2 C ZI")
+	// Same connection again: a Parse of a statement it already has becomes
+	// a Close of nothing whose CloseComplete is the client's ParseComplete.
+	h.client(parse("s2", "SELECT $1::int"))
+	h.client(syncMsg())
+	check(t, "to server", h.sent(), "C(Ssluice_noop) S")
+	h.server(msg('3'), rfq('I'))
+	check(t, "to client", h.toCli(), "1 ZI")
+}
+
+func TestTranscriptErrorInTheMiddleOfABatch(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(parse("bad", "SELECT nosuch"))
+	h.client(bind("", "bad"))
+	h.client(execute())
+	h.client(syncMsg())
+	h.sent()
+	h.server(errResp("42703", "column does not exist"), rfq('I'))
+	check(t, "to client", h.toCli(), "E ZI")
+	// The statement does not exist, for Sluice as for PostgreSQL.
+	h.client(bind("", "bad"))
+	check(t, "to server", h.sent(), "B(,bad)")
+	if _, ok := h.m.stmts.prepared["bad"]; ok {
+		t.Fatal("a statement whose Parse failed is still known")
+	}
+}
+
+func TestTranscriptBigBindRewritesOnlyItsHead(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(parse("s1", "SELECT $1::text"))
+	h.client(syncMsg())
+	h.server(msg('1'), rfq('I'))
+	h.sent()
+	h.toCli()
+	big := strings.Repeat("x", 100<<10)
+	b := bind("p", "s1", big)
+	st := h.m.Client(b[0], len(b)-5, b[5:5+h.m.ClientNeeds(b[0], len(b)-5)])
+	if st.Need == NeedServer {
+		h.attach()
+		st = h.m.Client(b[0], len(b)-5, b[5:5+h.m.ClientNeeds(b[0], len(b)-5)])
+	}
+	if need := h.m.ClientNeeds(b[0], len(b)-5); need >= len(b)-5 {
+		t.Fatalf("ClientNeeds = %d for a %d-byte Bind: it would be buffered whole", need, len(b))
+	}
+	h.apply(st, b, true)
+	out := h.toServer
+	h.toServer = nil
+	// The server gets its own statement's Parse, then a Bind of sluice_N
+	// with the client's parameter bytes untouched and a correct length.
+	check(t, "to server", types(out), "B(p,sluice_1)")
+	last := out[bytes.LastIndexByte(out[:len(out)-len(big)], 'B'):]
+	if n := int(binary.BigEndian.Uint32(last[1:])); n+1 != len(last) {
+		t.Fatalf("rewritten Bind says %d bytes, has %d", n+1, len(last))
+	}
+	if !bytes.Contains(last, []byte(big)) {
+		t.Fatal("parameter bytes changed")
+	}
+}
+
+func TestTranscriptCopyIn(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("COPY t FROM STDIN"))
+	h.sent()
+	h.server(msg('G', byte(0), int16(0)))
+	h.expect(ExpectNothing) // the server waits for data
+	h.client(msg('d', []byte("1\n")))
+	h.client(msg('c'))
+	check(t, "to server", h.sent(), "d c")
+	h.expect(ExpectReplies)
+	h.server(cc("COPY 1"), rfq('I'))
+	check(t, "to client", h.toCli(), "G C ZI")
+	if h.returned != 1 {
+		t.Fatal("not returned after COPY")
+	}
+}
+
+func TestTranscriptExtendedCopyInIgnoresSync(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(parse("", "COPY t FROM STDIN"))
+	h.client(bind("", ""))
+	h.client(execute())
+	h.client(syncMsg()) // ignored by the server in copy-in mode
+	h.server(msg('1'), msg('2'), msg('G', byte(0), int16(0)))
+	h.client(msg('d', []byte("1\n")))
+	h.client(msg('c'))
+	h.client(syncMsg())
+	h.server(cc("COPY 1"), rfq('I'))
+	if h.returned != 1 || h.m.Holding() {
+		t.Fatalf("after extended COPY: returned %d, holding %v", h.returned, h.m.Holding())
+	}
+}
+
+func TestTranscriptCopyOut(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("COPY t TO STDOUT"))
+	h.server(msg('H', byte(0), int16(0)), msg('d', []byte("1\n")), msg('c'), cc("COPY 1"), rfq('I'))
+	check(t, "to client", h.toCli(), "H d c C ZI")
+}
+
+func TestTranscriptPinAndUnpin(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("LISTEN x"))
+	h.server(cc("LISTEN"), rfq('I'))
+	if h.returned != 0 || !h.m.Holding() {
+		t.Fatal("LISTEN did not pin")
+	}
+	check(t, "pins", strings.Join(h.m.Pinned(), ","), "LISTEN")
+	h.expect(ExpectMaybe) // notifications may come
+	h.server(msg('A', int32(1), "x", ""))
+	check(t, "to client", h.toCli(), "C ZI A")
+	h.client(query("UNLISTEN *"))
+	h.server(cc("UNLISTEN"), rfq('I'))
+	if h.returned != 1 {
+		t.Fatal("UNLISTEN * did not unpin")
+	}
+}
+
+func TestTranscriptTrackedSetIsReadBack(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("SET search_path = a"))
+	h.server(cc("SET"), rfq('I'))
+	check(t, "to server", h.sent(), "Q(SET search_path = a) Q(SELECT pg_catalog.current_setting(E'search_path'))")
+	if h.returned != 0 {
+		t.Fatal("returned before the read-back")
+	}
+	check(t, "to client", h.toCli(), "C ZI")
+	h.server(msg('T', int16(1)), msg('D', int16(1), int32(1), []byte("a")), cc("SELECT 1"), rfq('I'))
+	check(t, "to client", h.toCli(), "") // Sluice's own exchange stays Sluice's
+	if h.returned != 1 || h.m.params.values["search_path"] != "a" {
+		t.Fatalf("after read-back: returned %d, search_path %q", h.returned, h.m.params.values["search_path"])
+	}
+	// The next connection gets the value before the client's message.
+	h.srv = newServer()
+	st := h.m.Client('Q', len("SELECT 1")+1, []byte("SELECT 1\x00"))
+	if st.Need != NeedServer {
+		t.Fatalf("need %d", st.Need)
+	}
+	h.attach()
+	check(t, "sync", h.sent(), "Q(SELECT pg_catalog.set_config(E'search_path', E'a', false);)")
+	if st := h.m.Client('Q', len("SELECT 1")+1, []byte("SELECT 1\x00")); st.Need != NeedReplies {
+		t.Fatalf("client message during sync: need %d, want NeedReplies", st.Need)
+	}
+	h.server(msg('T', int16(1)), msg('D', int16(1), int32(1), []byte("a")), cc("SELECT 1"), rfq('I'))
+	if h.returned != 1 || !h.m.Holding() {
+		t.Fatalf("after sync: returned %d, holding %v", h.returned, h.m.Holding())
+	}
+	h.client(query("SELECT 1"))
+	check(t, "to server", h.sent(), "Q(SELECT 1)")
+}
+
+func TestTranscriptRejectLocallyAndHeld(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	for i := 1; i <= 3; i++ {
+		h.client(parse(fmt.Sprintf("s%d", i), fmt.Sprintf("SELECT %d", i)))
+	}
+	h.client(syncMsg())
+	h.server(msg('1'), msg('1'), msg('1'), rfq('I'))
+	h.sent()
+	h.toCli()
+	// Held, in the middle of a batch: the server raises the error itself.
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	h.toCli()
+	h.sent()
+	h.client(bind("", "s1"))
+	h.client(parse("s4", "SELECT 4"))
+	h.client(execute()) // skipped after the error
+	h.client(syncMsg())
+	check(t, "to server", h.sent(), "B(,sluice_1) P() B(,) E S")
+	h.server(msg('2'), msg('1'), msg('2'), errResp("53400", "too many"), rfq('E'))
+	check(t, "to client", h.toCli(), "2 E ZE")
+	h.client(query("ROLLBACK"))
+	h.server(cc("ROLLBACK"), rfq('I'))
+	h.toCli()
+	h.sent()
+	// Not held: answered by the machine, and the batch is skipped to Sync.
+	h.client(parse("s5", "SELECT 5"))
+	h.client(bind("", "s5"))
+	h.client(syncMsg())
+	check(t, "to client", h.toCli(), "E ZI")
+	check(t, "to server", h.sent(), "")
+}
+
+func TestTranscriptDeallocateAnsweredLocally(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(parse("s1", "SELECT 1"))
+	h.client(syncMsg())
+	h.server(msg('1'), rfq('I'))
+	h.toCli()
+	h.sent()
+	h.client(query("DEALLOCATE s1"))
+	check(t, "to client", h.toCli(), "C ZI")
+	check(t, "to server", h.sent(), "")
+}
+
+func TestTranscriptClientLeavesMidQuery(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("SELECT pg_sleep(10)"))
+	st := h.m.ClientGone()
+	if !st.Cancel || st.Release != ReleaseDiscard || !st.End {
+		t.Fatalf("client gone mid-query: %+v", st)
+	}
+}
+
+func TestTranscriptClientLeavesInTransaction(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	h.sent()
+	h.apply(h.m.ClientGone(), nil, false)
+	check(t, "cleanup", h.sent(), "Q(ROLLBACK)")
+	st := h.server(cc("ROLLBACK"), rfq('I'))
+	if st.Release != ReleaseReturn || !st.End {
+		t.Fatalf("after cleanup: %+v", st)
+	}
+	check(t, "to client", h.toCli(), "C ZT")
+}
+
+func TestTranscriptSessionModeKeyAndPassThrough(t *testing.T) {
+	cfg := &Config{Mode: ModeSession, MaxPrepared: 2}
+	m := New(cfg, Key{ProcessID: 7, SecretKey: 9})
+	st := m.Login(nil, defaults(), noCache{})
+	if st.Need != NeedServer {
+		t.Fatal("session mode login did not borrow")
+	}
+	st = m.Attach(newServer())
+	if m.Key() != (Key{ProcessID: 4242, SecretKey: 9}) {
+		t.Fatalf("key %+v: want the server's process ID with Sluice's secret", m.Key())
+	}
+	if !strings.Contains(types(st.ToClient), "K") {
+		t.Fatalf("login answer %s", types(st.ToClient))
+	}
+	p := parse("s1", "SELECT 1")
+	if st := m.Client(p[0], len(p)-5, nil); st.Skip != 0 || len(st.ToServer) != 0 {
+		t.Fatalf("session mode rewrote a Parse: %+v", st)
+	}
+}
+
+func TestTranscriptLoginValidatesStartupParameters(t *testing.T) {
+	cfg := &Config{Mode: ModeTransaction, MaxPrepared: 2}
+	m := New(cfg, Key{ProcessID: 7, SecretKey: 9})
+	st := m.Login([]wire.Param{{Name: "timezone", Value: "utc"}}, defaults(), noCache{})
+	if st.Need != NeedServer {
+		t.Fatal("unvalidated parameters answered without a server")
+	}
+	srv := newServer()
+	st = m.Attach(srv)
+	if got := types(st.ToServer); !strings.Contains(got, "set_config(E'TimeZone', E'utc'") {
+		t.Fatalf("login sync %s", got)
+	}
+	m.Server('S', 0, []byte("TimeZone\x00UTC\x00"))
+	st = m.Server('Z', 1, []byte{'I'})
+	if st.Release != ReleaseReturn || !strings.Contains(string(st.ToClient), "TimeZone\x00UTC\x00") {
+		t.Fatalf("login answer: release %d, %q", st.Release, st.ToClient)
+	}
+	// A bad value gets the server's own error, as FATAL.
+	m = New(cfg, Key{ProcessID: 7, SecretKey: 9})
+	m.Login([]wire.Param{{Name: "DateStyle", Value: "garbage"}}, defaults(), noCache{})
+	m.Attach(newServer())
+	eb := errResp("22023", `invalid value for parameter "DateStyle": "garbage"`)
+	m.Server('E', len(eb)-5, eb[5:])
+	st = m.Server('Z', 1, []byte{'I'})
+	if !st.End || st.Err == nil || st.Err.Code != "22023" || !st.Err.Fatal() {
+		t.Fatalf("bad startup parameter: %+v", st)
+	}
+}

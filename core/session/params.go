@@ -1,0 +1,204 @@
+package session
+
+import (
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+
+	"github.com/sluicedb/sluice/core/pool"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// fixed lists reported parameters that describe the server or the role and
+// that no client sets: they are never synchronised.
+var fixed = map[string]bool{
+	"server_version": true, "server_encoding": true, "integer_datetimes": true,
+	"is_superuser": true, "session_authorization": true, "in_hot_standby": true,
+	"scram_iterations": true,
+}
+
+// params tracks a client's run-time parameters: the server's defaults
+// overlaid with what the client set at startup and with tracked SETs since,
+// under the names the server uses. Every borrowed connection is brought in
+// line with them before the client's first message is forwarded.
+type params struct {
+	values   map[string]string // the client's values now
+	start    map[string]string // the values right after login (RESET ALL returns to them)
+	key      string            // fingerprint of values; "" when it must be recomputed
+	dirty    map[string]bool   // tracked parameters set since they were last read back
+	resetAll bool              // RESET ALL or DISCARD ALL ran since then
+}
+
+// due reports whether parameters must be read back before the connection
+// may go back to the pool.
+func (p *params) due() bool { return p.resetAll || len(p.dirty) > 0 }
+
+// set records a client value (login) under its canonical name.
+func (p *params) set(name, value string) {
+	p.values[name] = value
+	p.key = ""
+}
+
+// markDirty records a tracked SET or RESET of name.
+func (p *params) markDirty(name string) {
+	if p.dirty == nil {
+		p.dirty = make(map[string]bool)
+	}
+	p.dirty[strings.Clone(name)] = true
+}
+
+// fingerprint returns a string that is equal for two clients exactly when
+// their parameters are, computed once per change.
+func (p *params) fingerprint() string {
+	if p.key != "" {
+		return p.key
+	}
+	p.key = fingerprintOf(p.values)
+	return p.key
+}
+
+func fingerprintOf(values map[string]string) string {
+	names := make([]string, 0, len(values))
+	for name := range values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		b.WriteString(name)
+		b.WriteByte(0)
+		b.WriteString(values[name])
+		b.WriteByte(0)
+	}
+	b.WriteByte(1) // never empty
+	return b.String()
+}
+
+// syncQuery returns the statement that makes srv's parameters equal the
+// client's (set those that differ, reset those a previous client set that
+// this one did not), or "" when they already match.
+func (p *params) syncQuery(srv *pool.ServerState) string {
+	key := p.fingerprint()
+	if srv.ParamsKey == key {
+		return ""
+	}
+	var sets, resets []string
+	for name, want := range p.values {
+		if fixed[name] {
+			continue
+		}
+		if have, ok := srv.Params[name]; !ok || have != want {
+			sets = append(sets, fmt.Sprintf("pg_catalog.set_config(%s, %s, false)", wire.QuoteLiteral(name), wire.QuoteLiteral(want)))
+		}
+	}
+	for name := range srv.Params {
+		if _, reported := srv.Reported[name]; reported {
+			continue
+		}
+		if _, ok := p.values[name]; !ok {
+			resets = append(resets, name)
+		}
+	}
+	if len(sets) == 0 && len(resets) == 0 {
+		srv.ParamsKey = key
+		return ""
+	}
+	sort.Strings(sets) // deterministic, for transcripts
+	sort.Strings(resets)
+	var q strings.Builder
+	if len(sets) > 0 {
+		q.WriteString("SELECT ")
+		q.WriteString(strings.Join(sets, ", "))
+		q.WriteString(";")
+	}
+	for _, name := range resets {
+		q.WriteString("RESET ")
+		q.WriteString(quoteIdent(name))
+		q.WriteString(";")
+	}
+	return q.String()
+}
+
+// synced records that the sync query ran on srv without error.
+func (p *params) synced(srv *pool.ServerState) {
+	for name, want := range p.values {
+		if _, reported := srv.Reported[name]; !reported && !fixed[name] {
+			srv.Params[name] = want
+		}
+	}
+	for name := range srv.Params {
+		if _, reported := srv.Reported[name]; reported {
+			continue
+		}
+		if _, ok := p.values[name]; !ok {
+			delete(srv.Params, name)
+		}
+	}
+	srv.ParamsKey = p.fingerprint()
+}
+
+// readBack starts a read-back: after RESET ALL or DISCARD ALL the client's
+// values return to those of its login (the server's own defaults are not
+// what the client expects); tracked parameters set since are read from the
+// server, which also honours ROLLBACK and savepoints. It returns the query
+// and the names of the row it returns, or "" when only a sync is needed.
+func (p *params) readBack(srv *pool.ServerState) (string, []string) {
+	dirty, resetAll := p.dirty, p.resetAll
+	p.dirty, p.resetAll = nil, false
+	if resetAll {
+		p.values = maps.Clone(p.start)
+		p.key = ""
+		srv.ForgetSetParams()
+		for name := range p.values {
+			delete(dirty, strings.ToLower(name))
+		}
+	}
+	if len(dirty) == 0 {
+		return "", nil
+	}
+	names := make([]string, 0, len(dirty))
+	for name := range dirty {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var q strings.Builder
+	q.WriteString("SELECT ")
+	for i, name := range names {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		fmt.Fprintf(&q, "pg_catalog.current_setting(%s)", wire.QuoteLiteral(name))
+	}
+	return q.String(), names
+}
+
+// applyRow records the values a read-back returned.
+func (p *params) applyRow(srv *pool.ServerState, names, values []string) {
+	for i, name := range names {
+		if i >= len(values) {
+			break
+		}
+		name = canonicalName(srv.Reported, name)
+		p.values[name] = values[i]
+		srv.Params[name] = values[i]
+	}
+	p.key = ""
+}
+
+// canonicalName returns the spelling the server uses for a parameter it
+// reports (TimeZone for timezone), else the name in lower case, as
+// PostgreSQL treats parameter names case-insensitively.
+func canonicalName(reported map[string]string, name string) string {
+	if _, ok := reported[name]; ok {
+		return name
+	}
+	for r := range reported {
+		if strings.EqualFold(r, name) {
+			return r
+		}
+	}
+	return strings.ToLower(name)
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -1,0 +1,84 @@
+package session
+
+import (
+	"github.com/sluicedb/sluice/core/sqlclass"
+	"github.com/sluicedb/sluice/core/wire"
+)
+
+// Role is the kind of server a transaction is sent to.
+type Role uint8
+
+// The roles a route may name.
+const (
+	// RoleWriter is the cluster's primary: the default for everything.
+	RoleWriter Role = iota
+	// RoleReplica is any healthy replica of the cluster.
+	RoleReplica
+)
+
+func (r Role) String() string {
+	if r == RoleReplica {
+		return "replica"
+	}
+	return "writer"
+}
+
+// Route says where a borrow goes: a role of the session's cluster, or of
+// the cluster named by Cluster when it is set.
+type Route struct {
+	Role    Role
+	Cluster string
+}
+
+// PinDecision overrides the pin decision the classifier made.
+type PinDecision uint8
+
+// The pin decisions a Policy may return.
+const (
+	// PinKeep keeps the classifier's decision.
+	PinKeep PinDecision = iota
+	// PinForce pins the session with Decision.PinReason.
+	PinForce
+	// PinNever does not pin for this statement, whatever the classifier says.
+	PinNever
+)
+
+// Statement is what a Policy sees of one statement.
+type Statement struct {
+	// SQL is the statement's text: a simple Query's whole text, or the query
+	// of the prepared statement a Parse or Bind names.
+	SQL string
+	// Class is the classifier's verdict, one entry per statement of a
+	// simple Query.
+	Class []sqlclass.Statement
+	// Extended reports the extended protocol (Parse or Bind).
+	Extended bool
+	// InTransaction reports an open transaction: the server is then fixed,
+	// and a Route is ignored.
+	InTransaction bool
+	// Borrow reports that the client holds no server connection: the Route
+	// chooses where the borrow goes.
+	Borrow bool
+}
+
+// Decision is a Policy's answer for one statement.
+type Decision struct {
+	Route     Route
+	Reject    *wire.Error // answer the client with this error instead
+	Pin       PinDecision
+	PinReason string // with PinForce
+}
+
+// Policy decides, per statement, where it goes, whether it is refused and
+// whether it pins. Decide must not block: a later event-loop engine calls
+// it on the loop. It is called only in transaction mode.
+type Policy interface {
+	Decide(st *Statement) Decision
+}
+
+// DefaultPolicy routes everything to the writer and keeps the classifier's
+// pin decisions.
+type DefaultPolicy struct{}
+
+// Decide implements Policy.
+func (DefaultPolicy) Decide(*Statement) Decision { return Decision{} }
