@@ -558,6 +558,7 @@ func TestClassifyDoesNotAllocate(t *testing.T) {
 		"BEGIN; SELECT 1; COMMIT",
 		"select u1_0.id,u1_0.email from users u1_0 where u1_0.name like $1 escape '\\'",
 		"CREATE TABLE t (id int)",
+		"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; SELECT 3; END",
 	} {
 		dst := Classify(nil, sql)
 		if n := testing.AllocsPerRun(100, func() { dst = Classify(dst[:0], sql) }); n != 0 {

@@ -70,21 +70,26 @@ modifiers:
 // thinks (text crafted to hide a statement in what only looks like a
 // body), and the CREATE is pinned as unknown.
 func (c *classifier) routineBody(nesting int) {
-	s := &c.s
-	for s.stop && !s.done {
-		s.stop = false
-		t := s.next()
+	// c itself classifies each statement of the body, with what it had
+	// gathered set aside until the body ends: a classifier of its own for
+	// each would escape to the heap (statement and routineBody call each
+	// other) and cost an allocation per statement.
+	outer := *c
+	for c.s.stop && !c.s.done {
+		c.s.stop = false
+		t := c.s.next()
 		if t.kind == tokEOF {
 			continue // an empty statement, or the end
 		}
-		sub := classifier{s: *s}
-		sub.statement(t, nesting+1)
-		sub.s.drain()
-		*s = sub.s
-		if sub.effects != nil {
-			c.bodyEffects = true
+		*c = classifier{s: c.s}
+		c.statement(t, nesting+1)
+		c.s.drain()
+		if c.effects != nil {
+			outer.bodyEffects = true
 		}
 	}
+	outer.s = c.s
+	*c = outer
 }
 
 // ddlTag reads the object type of CREATE, ALTER or DROP, whose first word is
