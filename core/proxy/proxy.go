@@ -38,10 +38,11 @@ const startupTimeout = 60 * time.Second
 
 // state is the part of the proxy a reload replaces as a whole.
 type state struct {
-	cfg   *config.Config
-	users map[string]*session.User
-	tls   map[string]*tls.Config // by listener name
-	track map[string]bool        // pinning.track
+	cfg     *config.Config
+	users   map[string]*session.User
+	tls     map[string]*tls.Config // by listener name
+	track   map[string]bool        // pinning.track
+	servers map[string]pool.TLS    // TLS towards each cluster's servers, by cluster name
 }
 
 // Proxy is a running Sluice. It is safe for concurrent use. The owner must
@@ -117,7 +118,8 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 	return p, nil
 }
 
-// newState resolves the users' secrets and loads the TLS certificates.
+// newState resolves the users' secrets and loads the TLS certificates of
+// the listeners and the CA certificates of the clusters.
 func newState(cfg *config.Config) (*state, error) {
 	st := &state{cfg: cfg, users: make(map[string]*session.User), tls: make(map[string]*tls.Config), track: make(map[string]bool)}
 	for _, name := range cfg.Pinning.Track {
@@ -162,6 +164,11 @@ func newState(cfg *config.Config) (*state, error) {
 		}
 		st.tls[lc.Name] = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	servers, err := loadClusterTLS(cfg.Clusters)
+	if err != nil {
+		return nil, err
+	}
+	st.servers = servers
 	return st, nil
 }
 
@@ -364,12 +371,21 @@ func (p *Proxy) poolFor(clusterName string, u *session.User, database string) (*
 		return pl, nil
 	}
 	ep := pool.Endpoint{
-		Addr: cl.Writer, Database: database, User: u.BackendUser, Password: u.BackendPassword,
+		Addr: cl.Writer, Name: fmt.Sprintf("cluster %q", clusterName),
+		Database: database, User: u.BackendUser, Password: u.BackendPassword,
 		InitQuery: st.cfg.Pool.InitQuery, ConnectTimeout: st.cfg.Pool.ConnectTimeout,
+		TLS: st.servers[clusterName],
 	}
 	name := fmt.Sprintf("%q (user %q, database %q)", clusterName, u.BackendUser, database)
-	pl := pool.New(name, func(ctx context.Context) (*pool.Conn, error) { return pool.Connect(ctx, ep) },
-		poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
+	dial := func(ctx context.Context) (*pool.Conn, error) {
+		// A reload's cluster TLS settings apply to the next connection.
+		ep := ep
+		if t, ok := p.state.Load().servers[clusterName]; ok {
+			ep.TLS = t
+		}
+		return pool.Connect(ctx, ep)
+	}
+	pl := pool.New(name, dial, poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
 	p.pools[key] = pl
 	return pl, nil
 }
