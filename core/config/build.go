@@ -45,9 +45,7 @@ func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
 	clusters := section(tree, "cluster")
 	for _, name := range sortedNames(clusters) {
 		body, _ := clusters[name].(map[string]any)
-		c := Cluster{Name: name}
-		b.str(&c.Writer, joinNamed("", "cluster", name), body, "writer")
-		cfg.Clusters[name] = c
+		cfg.Clusters[name] = b.cluster(name, body)
 	}
 
 	auth := section(tree, "auth")
@@ -70,6 +68,7 @@ func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
 	b.strList(&cfg.Pinning.Track, "pinning", pin, "track")
 	b.str(&cfg.Pinning.OnSet, "pinning", pin, "on_set")
 	b.integer(&cfg.Pinning.MaxPreparedStatements, "pinning", pin, "max_prepared_statements")
+	b.integer(&cfg.Pinning.MaxClientPreparedStatements, "pinning", pin, "max_client_prepared_statements")
 
 	b.str(&cfg.Admin.Address, "admin", section(tree, "admin"), "address")
 
@@ -96,6 +95,22 @@ func (b *builder) listener(name string, body map[string]any) Listener {
 	return l
 }
 
+// cluster builds the cluster block called name.
+func (b *builder) cluster(name string, body map[string]any) Cluster {
+	path := joinNamed("", "cluster", name)
+	c := Cluster{Name: name, TLS: ServerTLS{Mode: DefaultServerTLSMode}}
+	b.str(&c.Writer, path, body, "writer")
+	if tls, ok := body["tls"].(map[string]any); ok {
+		var mode string
+		if b.str(&mode, join(path, "tls"), tls, "mode") {
+			c.TLS.Mode = ServerTLSMode(mode)
+		}
+		b.str(&c.TLS.CAFile, join(path, "tls"), tls, "ca_file")
+		b.str(&c.TLS.ServerName, join(path, "tls"), tls, "server_name")
+	}
+	return c
+}
+
 // pool fills p from the pool block.
 func (b *builder) pool(p *Pool, body map[string]any) {
 	var mode string
@@ -111,6 +126,8 @@ func (b *builder) pool(p *Pool, body map[string]any) {
 	b.duration(&p.ServerLifetime, "pool", body, "server_lifetime")
 	b.duration(&p.ConnectTimeout, "pool", body, "connect_timeout")
 	b.str(&p.InitQuery, "pool", body, "init_query")
+	b.duration(&p.IdleInTransactionTimeout, "pool", body, "idle_in_transaction_timeout")
+	b.duration(&p.QueryTimeout, "pool", body, "query_timeout")
 }
 
 // str sets *dst to the string at body[name], if present, and reports

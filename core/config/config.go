@@ -97,6 +97,13 @@ type Pool struct {
 	// InitQuery is run once on every new server connection (init_query);
 	// empty runs nothing.
 	InitQuery string
+	// IdleInTransactionTimeout ends a client session that holds a server
+	// connection idle inside a transaction for this long, so that the
+	// connection is freed (idle_in_transaction_timeout); zero disables it.
+	IdleInTransactionTimeout time.Duration
+	// QueryTimeout cancels a query that has run on the server for this
+	// long (query_timeout); zero disables it.
+	QueryTimeout time.Duration
 }
 
 // Cluster is one cluster block: a set of PostgreSQL servers.
@@ -105,6 +112,57 @@ type Cluster struct {
 	Name string
 	// Writer is the host:port of the primary server (writer).
 	Writer string
+	// TLS says whether and how Sluice encrypts its connections to the
+	// cluster's servers (the tls block). Parse fills in Mode
+	// DefaultServerTLSMode when the file leaves it out.
+	TLS ServerTLS
+}
+
+// ServerTLSMode is the value of a cluster's tls.mode. The modes mean what
+// libpq's sslmode means; see
+// https://www.postgresql.org/docs/15/libpq-ssl.html#LIBPQ-SSL-PROTECTION.
+type ServerTLSMode string
+
+// The modes accepted by a cluster's tls.mode.
+const (
+	// ServerTLSDisable connects in plaintext.
+	ServerTLSDisable ServerTLSMode = "disable"
+	// ServerTLSPrefer uses TLS when the server offers it and plaintext
+	// otherwise, without verifying the server's certificate.
+	ServerTLSPrefer ServerTLSMode = "prefer"
+	// ServerTLSRequire insists on TLS but does not verify the server's
+	// certificate.
+	ServerTLSRequire ServerTLSMode = "require"
+	// ServerTLSVerifyCA insists on TLS with a certificate signed by a CA in
+	// ca_file, whatever name it carries.
+	ServerTLSVerifyCA ServerTLSMode = "verify-ca"
+	// ServerTLSVerifyFull is ServerTLSVerifyCA where the certificate must
+	// also name the server: server_name, or else the host of writer.
+	ServerTLSVerifyFull ServerTLSMode = "verify-full"
+)
+
+// DefaultServerTLSMode is the tls.mode of a cluster that does not set one,
+// as libpq's default sslmode.
+const DefaultServerTLSMode = ServerTLSPrefer
+
+// ServerTLS is a cluster's tls block: how Sluice secures its connections
+// to PostgreSQL.
+type ServerTLS struct {
+	// Mode is one of the ServerTLS modes (mode).
+	Mode ServerTLSMode
+	// CAFile is the path of the PEM certificates of the authorities that
+	// verify-ca and verify-full trust (ca_file); required by those modes
+	// and used by no other.
+	CAFile string
+	// ServerName is the name that verify-full expects in the server's
+	// certificate and the name sent in TLS server name indication
+	// (server_name); empty means the host of the cluster's writer.
+	ServerName string
+}
+
+// Verifies reports whether the mode checks the server's certificate.
+func (m ServerTLSMode) Verifies() bool {
+	return m == ServerTLSVerifyCA || m == ServerTLSVerifyFull
 }
 
 // The authentication methods accepted by auth.method.
@@ -156,6 +214,10 @@ type Pinning struct {
 	// Sluice keeps on one server connection; the least recently used one is
 	// closed beyond it (max_prepared_statements).
 	MaxPreparedStatements int
+	// MaxClientPreparedStatements caps the protocol-level named prepared
+	// statements one client may hold at once in transaction mode
+	// (max_client_prepared_statements).
+	MaxClientPreparedStatements int
 }
 
 // The values of pinning.on_set.
@@ -210,9 +272,10 @@ func Default() *Config {
 			Users:  map[string]User{},
 		},
 		Pinning: Pinning{
-			Track:                 append([]string(nil), DefaultTrack...),
-			OnSet:                 OnSetTrack,
-			MaxPreparedStatements: 100,
+			Track:                       append([]string(nil), DefaultTrack...),
+			OnSet:                       OnSetTrack,
+			MaxPreparedStatements:       100,
+			MaxClientPreparedStatements: 1000,
 		},
 		Log: Log{
 			Level:  "info",

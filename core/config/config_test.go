@@ -26,6 +26,17 @@ func minimal(extra ...string) string {
 	return hclFile(append([]string{baseListen, baseCluster, baseAuth}, extra...)...)
 }
 
+// clusterTLS returns a minimal file whose cluster has a tls block with
+// settings.
+func clusterTLS(settings string) string {
+	return hclFile(baseListen, `cluster "main" {
+  writer = "127.0.0.1:15432"
+  tls {
+    `+settings+`
+  }
+}`, baseAuth)
+}
+
 // tlsFiles creates a certificate and a key file (their contents are not
 // checked here) and returns their paths.
 func tlsFiles(t *testing.T) (cert, key string) {
@@ -66,9 +77,16 @@ pool {
   server_lifetime      = "2h"
   init_query           = "SET application_name = 'sluice'"
   connect_timeout      = "3s"
+  idle_in_transaction_timeout = "20s"
+  query_timeout        = "1m"
 }
 cluster "main" {
   writer = "127.0.0.1:15432"
+  tls {
+    mode        = "verify-full"
+    ca_file     = "` + cert + `"
+    server_name = "db.example.com"
+  }
 }
 cluster "analytics" {
   writer = "db.internal:5432"
@@ -112,10 +130,14 @@ shutdown_timeout = "45s"
 			ServerLifetime:     2 * time.Hour,
 			ConnectTimeout:     3 * time.Second,
 			InitQuery:          "SET application_name = 'sluice'",
+
+			IdleInTransactionTimeout: 20 * time.Second,
+			QueryTimeout:             time.Minute,
 		},
 		Clusters: map[string]Cluster{
-			"main":      {Name: "main", Writer: "127.0.0.1:15432"},
-			"analytics": {Name: "analytics", Writer: "db.internal:5432"},
+			"main": {Name: "main", Writer: "127.0.0.1:15432",
+				TLS: ServerTLS{Mode: ServerTLSVerifyFull, CAFile: cert, ServerName: "db.example.com"}},
+			"analytics": {Name: "analytics", Writer: "db.internal:5432", TLS: ServerTLS{Mode: ServerTLSPrefer}},
 		},
 		Auth: Auth{
 			Method: MethodMD5,
@@ -153,6 +175,7 @@ func TestParseDefaults(t *testing.T) {
 		Mode: ModeTransaction, MaxConnections: 20, MaxIdleConnections: 20,
 		BorrowTimeout: 120 * time.Second, IdleClientTimeout: 30 * time.Minute,
 		ServerIdleTimeout: 10 * time.Minute, ServerLifetime: time.Hour, ConnectTimeout: 5 * time.Second,
+		IdleInTransactionTimeout: 0, QueryTimeout: 0,
 	}
 	if def.Pool != wantDefaults || def.Log != (Log{Level: "info", Format: "json"}) || def.ShutdownTimeout != 30*time.Second || def.Admin.Address != "" {
 		t.Errorf("Default() = %+v", def)
@@ -163,6 +186,51 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if u := got.Auth.Users["app"]; u.BackendUser != "app" || u.BackendPassword != "" {
 		t.Errorf("user defaults: %+v, want backend_user = app and no backend_password", u)
+	}
+	if tls := got.Clusters["main"].TLS; tls != (ServerTLS{Mode: ServerTLSPrefer}) {
+		t.Errorf("cluster without a tls block: TLS %+v, want mode \"prefer\" as libpq", tls)
+	}
+	if def.Pinning.MaxClientPreparedStatements != 1000 {
+		t.Errorf("pinning.max_client_prepared_statements defaults to %d, want 1000", def.Pinning.MaxClientPreparedStatements)
+	}
+}
+
+func TestParseClusterTLS(t *testing.T) {
+	ca, _ := tlsFiles(t)
+	withTLS := func(settings string) string {
+		return hclFile(baseListen, `cluster "main" {
+  writer = "db.internal:5432"
+  tls {
+    `+settings+`
+  }
+}`, baseAuth)
+	}
+	tests := []struct {
+		name     string
+		settings string
+		want     ServerTLS
+	}{
+		{"empty block keeps the default", ``, ServerTLS{Mode: ServerTLSPrefer}},
+		{"disable", `mode = "disable"`, ServerTLS{Mode: ServerTLSDisable}},
+		{"require", `mode = "require"`, ServerTLS{Mode: ServerTLSRequire}},
+		{"require with a server name for SNI", `mode = "require"
+    server_name = "db.example.com"`, ServerTLS{Mode: ServerTLSRequire, ServerName: "db.example.com"}},
+		{"verify-ca", `mode = "verify-ca"
+    ca_file = "` + ca + `"`, ServerTLS{Mode: ServerTLSVerifyCA, CAFile: ca}},
+		{"verify-full", `mode = "verify-full"
+    ca_file = "` + ca + `"
+    server_name = "db.example.com"`, ServerTLS{Mode: ServerTLSVerifyFull, CAFile: ca, ServerName: "db.example.com"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(withTLS(tt.settings)), nil)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if tls := got.Clusters["main"].TLS; tls != tt.want {
+				t.Errorf("TLS = %+v, want %+v", tls, tt.want)
+			}
+		})
 	}
 }
 
@@ -354,6 +422,43 @@ func TestParseErrors(t *testing.T) {
 			[]string{`pool.borrow_timeout: must be a duration such as "30s" or "5m", got "soon"`}},
 		{"init_query not a string", minimal(`pool { init_query = 1 }`),
 			[]string{`pool.init_query: must be a quoted string, got 1`}},
+		{"idle_in_transaction_timeout negative", minimal(`pool { idle_in_transaction_timeout = "-1s" }`),
+			[]string{`pool.idle_in_transaction_timeout: must not be negative, got -1s`}},
+		{"query_timeout not a duration", minimal(`pool { query_timeout = "long" }`),
+			[]string{`pool.query_timeout: must be a duration such as "30s" or "5m", got "long"`}},
+		{"query_timeout negative", minimal(`pool { query_timeout = "-5m" }`),
+			[]string{`pool.query_timeout: must not be negative, got -5m0s`}},
+
+		// Cluster TLS.
+		{"unknown tls mode", clusterTLS(`mode = "verify_full"`),
+			[]string{`cluster "main".tls.mode: must be one of "disable", "prefer", "require", "verify-ca", "verify-full"; got "verify_full"`}},
+		{"tls mode not a string", clusterTLS(`mode = true`),
+			[]string{`cluster "main".tls.mode: must be a quoted string, got true`}},
+		{"verify-full without ca_file", clusterTLS(`mode = "verify-full"`),
+			[]string{`cluster "main".tls.ca_file: required when tls.mode is "verify-full": the PEM file of the certificate authorities`}},
+		{"verify-ca without ca_file", clusterTLS(`mode = "verify-ca"`),
+			[]string{`cluster "main".tls.ca_file: required when tls.mode is "verify-ca"`}},
+		{"ca_file missing", clusterTLS(`mode = "verify-ca"
+    ca_file = "` + missing + `"`),
+			[]string{`cluster "main".tls.ca_file: cannot read "` + missing + `": no such file or directory`}},
+		{"ca_file is a directory", clusterTLS(`mode = "verify-full"
+    ca_file = "` + filepath.Dir(cert) + `"`),
+			[]string{`cluster "main".tls.ca_file: "` + filepath.Dir(cert) + `" is a directory`}},
+		{"ca_file with require", clusterTLS(`mode = "require"
+    ca_file = "` + cert + `"`),
+			[]string{`cluster "main".tls.ca_file: only used when tls.mode is "verify-ca" or "verify-full"; with "require" the server's certificate is not verified`}},
+		{"ca_file with the default mode", clusterTLS(`ca_file = "` + cert + `"`),
+			[]string{`cluster "main".tls.ca_file: only used when tls.mode is "verify-ca" or "verify-full"; with "prefer"`}},
+		{"server_name with disable", clusterTLS(`mode = "disable"
+    server_name = "db"`),
+			[]string{`cluster "main".tls.server_name: has no effect when tls.mode is "disable"`}},
+		{"misspelt key in a cluster tls block", clusterTLS(`ca_fil = "x"`),
+			[]string{`unknown key cluster "main".tls.ca_fil, did you mean "ca_file"?`}},
+		{"cluster tls given a value", hclFile(baseListen, `cluster "main" {
+  writer = "127.0.0.1:15432"
+  tls = "require"
+}`, baseAuth),
+			[]string{`cluster "main".tls: must be a block`}},
 
 		// Auth.
 		{"bad method", hclFile(baseListen, baseCluster, `auth {
@@ -518,6 +623,11 @@ func TestParseEnvironmentOverrides(t *testing.T) {
 		"SLUICE_AUTH__USER__APP__BACKEND_USER=app_rw",
 		"SLUICE_ADMIN__ADDRESS=127.0.0.1:9931",
 		"SLUICE_POOL__IDLE_CLIENT_TIMEOUT=0",
+		"SLUICE_POOL__IDLE_IN_TRANSACTION_TIMEOUT=45s",
+		"SLUICE_POOL__QUERY_TIMEOUT=2m",
+		"SLUICE_PINNING__MAX_CLIENT_PREPARED_STATEMENTS=50",
+		"SLUICE_CLUSTER__MAIN__TLS__MODE=require",
+		"SLUICE_CLUSTER__MAIN__TLS__SERVER_NAME=db.example.com",
 	}
 	got, err := Parse([]byte(src), environ)
 	if err != nil {
@@ -538,6 +648,11 @@ func TestParseEnvironmentOverrides(t *testing.T) {
 		{`auth.user "App".password (untouched)`, got.Auth.Users["App"].Password, "env:SLUICE_APP_PASSWORD"},
 		{"admin.address", got.Admin.Address, "127.0.0.1:9931"},
 		{"log.format (not overridden)", got.Log.Format, "json"},
+		{"pool.idle_in_transaction_timeout", got.Pool.IdleInTransactionTimeout, 45 * time.Second},
+		{"pool.query_timeout", got.Pool.QueryTimeout, 2 * time.Minute},
+		{"pinning.max_client_prepared_statements", got.Pinning.MaxClientPreparedStatements, 50},
+		{`cluster "main".tls (the file has no tls block)`, got.Clusters["main"].TLS,
+			ServerTLS{Mode: ServerTLSRequire, ServerName: "db.example.com"}},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -574,6 +689,18 @@ func TestParseEnvironmentOverrideErrors(t *testing.T) {
 			[]string{`shutdown_timeout: must be a duration such as "30s" or "5m", got "forever" (from SLUICE_SHUTDOWN_TIMEOUT)`}},
 		{"two variables for one key", []string{"SLUICE_LOG__LEVEL=debug", "SLUICE_log__LEVEL=info"},
 			[]string{`SLUICE_log__LEVEL: log.level is also set by SLUICE_LOG__LEVEL`}},
+		{"bad query_timeout", []string{"SLUICE_POOL__QUERY_TIMEOUT=10"},
+			[]string{`pool.query_timeout: must be a duration such as "30s" or "5m", got "10" (from SLUICE_POOL__QUERY_TIMEOUT)`}},
+		{"unknown cluster tls key", []string{"SLUICE_CLUSTER__MAIN__TLS__SSLMODE=require"},
+			[]string{`SLUICE_CLUSTER__MAIN__TLS__SSLMODE: unknown key cluster "main".tls.sslmode`}},
+		{"cluster tls block instead of key", []string{"SLUICE_CLUSTER__MAIN__TLS=require"},
+			[]string{`SLUICE_CLUSTER__MAIN__TLS: cluster "main".tls is a block; set one of its keys`}},
+		{"unknown tls mode", []string{"SLUICE_CLUSTER__MAIN__TLS__MODE=verify"},
+			[]string{`cluster "main".tls.mode: must be one of "disable", "prefer", "require", "verify-ca", "verify-full"; got "verify"`}},
+		{"verify-full without ca_file", []string{"SLUICE_CLUSTER__MAIN__TLS__MODE=verify-full"},
+			[]string{`cluster "main".tls.ca_file: required when tls.mode is "verify-full"`}},
+		{"max_client_prepared_statements zero", []string{"SLUICE_PINNING__MAX_CLIENT_PREPARED_STATEMENTS=0"},
+			[]string{`pinning.max_client_prepared_statements: must be at least 1, got 0`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -630,7 +757,7 @@ func TestValidateBuiltConfig(t *testing.T) {
 
 	cfg := Default()
 	cfg.Listeners = []Listener{{Name: "main", Address: "127.0.0.1:6432", Cluster: "main"}}
-	cfg.Clusters["main"] = Cluster{Name: "main", Writer: "127.0.0.1:5432"}
+	cfg.Clusters["main"] = Cluster{Name: "main", Writer: "127.0.0.1:5432", TLS: ServerTLS{Mode: DefaultServerTLSMode}}
 	cfg.Auth.Method = MethodTrust
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("trust without users: %v", err)
@@ -638,7 +765,11 @@ func TestValidateBuiltConfig(t *testing.T) {
 	cfg.Clusters["main"] = Cluster{Name: "other", Writer: "127.0.0.1:5432"}
 	cfg.Auth.Users["app"] = User{Name: "app"}
 	err = cfg.Validate()
-	for _, w := range []string{`cluster "main": Name "other" does not match the block name`, `auth.user "app".backend_user: required`} {
+	for _, w := range []string{
+		`cluster "main": Name "other" does not match the block name`,
+		`auth.user "app".backend_user: required`,
+		`cluster "main".tls.mode: must be one of "disable", "prefer", "require", "verify-ca", "verify-full"; got ""`,
+	} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("error does not contain %q:\n%v", w, err)
 		}
@@ -652,6 +783,7 @@ func FuzzParse(f *testing.F) {
   borrow_timeout = "1s"
 }`)), "SLUICE_POOL__MAX_CONNECTIONS=7")
 	f.Add([]byte(`listen "a" "b" { tls { cert_file = 1 } } pool = [1, {}]`), "SLUICE_LISTEN__A__TLS__CERT_FILE=x")
+	f.Add([]byte(minimal(`pool { query_timeout = "1s" }`)), "SLUICE_CLUSTER__MAIN__TLS__MODE=disable\nSLUICE_CLUSTER__MAIN__TLS__SERVER_NAME=x")
 	f.Add([]byte(`{"pool": {"max_connections": 1e400}, "listen": [{"x": 1}]}`), "SLUICE_AUTH__USER__X__PASSWORD=\nSLUICE____=")
 	f.Fuzz(func(t *testing.T, src []byte, env string) {
 		cfg, err := Parse(src, strings.Split(env, "\n"))
@@ -672,18 +804,21 @@ func TestPinningBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Pinning.OnSet != OnSetTrack || cfg.Pinning.MaxPreparedStatements != 100 || len(cfg.Pinning.Track) != len(DefaultTrack) {
+	if cfg.Pinning.OnSet != OnSetTrack || cfg.Pinning.MaxPreparedStatements != 100 || cfg.Pinning.MaxClientPreparedStatements != 1000 ||
+		len(cfg.Pinning.Track) != len(DefaultTrack) {
 		t.Fatalf("defaults: %+v", cfg.Pinning)
 	}
 	cfg, err = Parse([]byte(base+`pinning {
   track = ["search_path", "TimeZone"]
   on_set = "pin"
   max_prepared_statements = 10
+  max_client_prepared_statements = 20
 }`), []string{"SLUICE_PINNING__MAX_PREPARED_STATEMENTS=12"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Pinning; got.OnSet != OnSetPin || got.MaxPreparedStatements != 12 || len(got.Track) != 2 || got.Track[1] != "timezone" {
+	if got := cfg.Pinning; got.OnSet != OnSetPin || got.MaxPreparedStatements != 12 || got.MaxClientPreparedStatements != 20 ||
+		len(got.Track) != 2 || got.Track[1] != "timezone" {
 		t.Fatalf("parsed: %+v", got)
 	}
 	cfg, err = Parse([]byte(base), []string{"SLUICE_PINNING__TRACK=work_mem, search_path"})
@@ -693,6 +828,8 @@ func TestPinningBlock(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{`pinning { on_set = "maybe" }`, `pinning.on_set: must be "track" or "pin", got "maybe"`},
 		{`pinning { max_prepared_statements = 0 }`, `pinning.max_prepared_statements: must be at least 1`},
+		{`pinning { max_client_prepared_statements = 0 }`, `pinning.max_client_prepared_statements: must be at least 1, got 0`},
+		{`pinning { max_client_prepared_statements = "many" }`, `pinning.max_client_prepared_statements: must be a whole number, got "many"`},
 		{`pinning { track = ["role"] }`, `pinning.track: role cannot be tracked`},
 		{`pinning { track = "x" }`, ``},
 		{`pinning { track = [1] }`, `pinning.track: must be a list of quoted strings`},

@@ -21,9 +21,16 @@
 //	  server_lifetime      = "1h"          # 0 disables
 //	  init_query           = ""            # run once on every new server connection
 //	  connect_timeout      = "5s"          # dialing + authenticating; > 0
+//	  idle_in_transaction_timeout = "0"    # end clients idle in a transaction; 0 disables
+//	  query_timeout        = "0"           # cancel queries running longer; 0 disables
 //	}
 //	cluster "main" {
 //	  writer = "127.0.0.1:15432"
+//	  tls {                                # optional; as libpq's sslmode
+//	    mode        = "prefer"             # disable | prefer | require | verify-ca | verify-full
+//	    ca_file     = "ca.pem"             # required by, and only used by, verify-ca and verify-full
+//	    server_name = "db.example.com"     # checked by verify-full; default the host of writer
+//	  }
 //	}
 //	auth {
 //	  method = "scram-sha-256"             # scram-sha-256 | md5 | password | trust
@@ -32,6 +39,12 @@
 //	    backend_user     = "app"           # default: the user's own name
 //	    backend_password = "env:SLUICE_APP_BACKEND_PASSWORD"
 //	  }
+//	}
+//	pinning {
+//	  track                          = ["search_path", "timezone"] # default DefaultTrack
+//	  on_set                         = "track" # or "pin"
+//	  max_prepared_statements        = 100     # per server connection; >= 1
+//	  max_client_prepared_statements = 1000    # named, per client in transaction mode; >= 1
 //	}
 //	admin {
 //	  address = "127.0.0.1:9930"           # empty disables the admin listener
@@ -50,8 +63,8 @@
 //
 // Passwords are kept exactly as written (plain text, env:NAME, file:/path, an
 // md5 hash or a SCRAM-SHA-256 verifier); resolving them is not this
-// package's job. Relative cert_file and key_file paths are relative to the
-// working directory of the process.
+// package's job. Relative cert_file, key_file and ca_file paths are
+// relative to the working directory of the process.
 //
 // # Environment overrides
 //
@@ -66,6 +79,7 @@
 //	SLUICE_LOG__LEVEL=debug
 //	SLUICE_SHUTDOWN_TIMEOUT=5s
 //	SLUICE_CLUSTER__MAIN__WRITER=127.0.0.1:5433
+//	SLUICE_CLUSTER__MAIN__TLS__MODE=verify-full
 //	SLUICE_LISTEN__MAIN__ADDRESS=0.0.0.0:6432
 //	SLUICE_AUTH__USER__APP__BACKEND_USER=app_rw
 //

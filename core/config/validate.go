@@ -15,8 +15,9 @@ import (
 // Validate checks c and returns every problem found, joined with
 // errors.Join, or nil. Each problem starts with the full key it concerns,
 // as in `pool.max_connections: must be at least 1, got 0`. Load and Parse
-// call it; code that builds a Config itself should call it too. It reads
-// the TLS certificate and key files' metadata but does not modify c.
+// call it; code that builds a Config itself should call it too. It opens
+// the TLS certificate, key and CA files to check that they can be read,
+// but does not parse them, and it does not modify c.
 func (c *Config) Validate() error {
 	return errors.Join(c.validate()...)
 }
@@ -111,6 +112,33 @@ func (c *Config) validateClusters(v *validation) {
 			v.problemf(path, "Name %q does not match the block name", cl.Name)
 		}
 		v.address(join(path, "writer"), cl.Writer)
+		v.serverTLS(join(path, "tls"), cl.TLS)
+	}
+}
+
+// serverTLSModes are the values of a cluster's tls.mode, weakest first.
+var serverTLSModes = []string{
+	string(ServerTLSDisable), string(ServerTLSPrefer), string(ServerTLSRequire),
+	string(ServerTLSVerifyCA), string(ServerTLSVerifyFull),
+}
+
+// serverTLS checks the tls block of a cluster, at path.
+func (v *validation) serverTLS(path string, t ServerTLS) {
+	if !slices.Contains(serverTLSModes, string(t.Mode)) {
+		v.oneOf(join(path, "mode"), string(t.Mode), serverTLSModes...)
+		return
+	}
+	switch {
+	case t.Mode.Verifies() && t.CAFile == "":
+		v.problemf(join(path, "ca_file"), "required when tls.mode is %q: the PEM file of the certificate authorities that sign the server's certificate", t.Mode)
+	case t.Mode.Verifies():
+		v.readableFile(join(path, "ca_file"), t.CAFile)
+	case t.CAFile != "":
+		v.problemf(join(path, "ca_file"), "only used when tls.mode is %q or %q; with %q the server's certificate is not verified",
+			ServerTLSVerifyCA, ServerTLSVerifyFull, t.Mode)
+	}
+	if t.Mode == ServerTLSDisable && t.ServerName != "" {
+		v.problemf(join(path, "server_name"), "has no effect when tls.mode is %q", t.Mode)
 	}
 }
 
@@ -129,6 +157,8 @@ func (p *Pool) validate(v *validation) {
 	v.atLeastZero("pool.server_idle_timeout", p.ServerIdleTimeout)
 	v.atLeastZero("pool.server_lifetime", p.ServerLifetime)
 	v.aboveZero("pool.connect_timeout", p.ConnectTimeout)
+	v.atLeastZero("pool.idle_in_transaction_timeout", p.IdleInTransactionTimeout)
+	v.atLeastZero("pool.query_timeout", p.QueryTimeout)
 }
 
 // validate checks the auth block.
@@ -181,22 +211,33 @@ func (v *validation) hostPort(path, s string, minPort int) bool {
 	return true
 }
 
-// readableFile checks that name is set and is an existing regular file.
+// readableFile checks that name is set and is a file this process can
+// open for reading.
 func (v *validation) readableFile(path, name string) {
 	if name == "" {
 		v.problemf(path, "required")
 		return
 	}
-	info, err := os.Stat(name)
-	switch {
-	case err != nil:
+	cannotRead := func(err error) {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
 		v.problemf(path, "cannot read %q: %v", name, err)
+	}
+	info, err := os.Stat(name)
+	switch {
+	case err != nil:
+		cannotRead(err)
 	case info.IsDir():
 		v.problemf(path, "%q is a directory, not a file", name)
+	default:
+		f, err := os.Open(name)
+		if err != nil {
+			cannotRead(err)
+			return
+		}
+		f.Close()
 	}
 }
 
@@ -243,6 +284,9 @@ func (v *validation) pinning(p *Pinning) {
 	}
 	if p.MaxPreparedStatements < 1 {
 		v.problemf("pinning.max_prepared_statements", "must be at least 1, got %d", p.MaxPreparedStatements)
+	}
+	if p.MaxClientPreparedStatements < 1 {
+		v.problemf("pinning.max_client_prepared_statements", "must be at least 1, got %d", p.MaxClientPreparedStatements)
 	}
 	for _, name := range p.Track {
 		switch name {

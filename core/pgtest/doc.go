@@ -34,6 +34,17 @@
 //		// ...
 //	}
 //
+// A server can offer TLS. [NewCA] makes a throwaway certificate authority in
+// memory and [CA.ServerTLS] a server certificate for the names a client will
+// check; the CA's CertPEM is what a client's root certificate file holds:
+//
+//	ca, err := pgtest.NewCA()
+//	// ...
+//	cert, err := ca.ServerTLS("localhost", "127.0.0.1")
+//	// ...
+//	srv := pgtest.Start(t, pgtest.Options{TLS: cert}) // ssl = on
+//	os.WriteFile(caFile, ca.CertPEM, 0o600)          // sslmode=verify-full sslrootcert=caFile
+//
 // The server is stopped and its directory removed when the test ends, whether
 // it passed, failed or panicked. Code outside tests uses [StartServer] and
 // must call [Server.Stop] itself.

@@ -64,6 +64,14 @@ type Options struct {
 	// (and retries with another one if it is taken before the server binds
 	// it).
 	Port int
+
+	// TLS, when set, turns ssl on: the server offers TLS to clients that
+	// ask for it, with this certificate. pgtest writes the certificate and
+	// key into the data directory on every start, owned by the user that
+	// runs PostgreSQL and readable by it alone (the server refuses a key
+	// others can read). Clients that do not ask for TLS still connect in
+	// plaintext. Nil leaves ssl off.
+	TLS *TLS
 }
 
 // withDefaults returns a copy of o with empty fields filled in and checks
@@ -90,6 +98,11 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return o, fmt.Errorf("pgtest: Options.Port %d is out of range", o.Port)
+	}
+	if o.TLS != nil {
+		if err := o.TLS.check(); err != nil {
+			return o, err
+		}
 	}
 	settings := make(map[string]string, len(o.Settings))
 	for k, v := range o.Settings {
@@ -140,6 +153,11 @@ func serverConfig(o Options, port int, socketDir string) string {
 		line("password_encryption", "md5")
 	} else {
 		line("password_encryption", "scram-sha-256")
+	}
+	if o.TLS != nil {
+		line("ssl", "on")
+		line("ssl_cert_file", serverCertFile)
+		line("ssl_key_file", serverKeyFile)
 	}
 	names := make([]string, 0, len(o.Settings))
 	for name := range o.Settings {

@@ -345,10 +345,12 @@ func TestBadSettingFailsWithServerLog(t *testing.T) {
 func TestInvalidOptionsAreRejected(t *testing.T) {
 	t.Parallel()
 	for name, opts := range map[string]pgtest.Options{
-		"auth method":  {AuthMethod: "ident"},
-		"setting name": {Settings: map[string]string{"max_connections = 1\nfsync": "on"}},
-		"port":         {Port: 70000},
-		"password":     {SuperuserPassword: "a\nb"},
+		"auth method":       {AuthMethod: "ident"},
+		"setting name":      {Settings: map[string]string{"max_connections = 1\nfsync": "on"}},
+		"port":              {Port: 70000},
+		"password":          {SuperuserPassword: "a\nb"},
+		"tls without a key": {TLS: &pgtest.TLS{CertPEM: []byte("x")}},
+		"tls not pem":       {TLS: &pgtest.TLS{CertPEM: []byte("cert"), KeyPEM: []byte("key")}},
 	} {
 		srv, err := pgtest.StartServer(opts)
 		if err == nil {

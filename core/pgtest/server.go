@@ -232,6 +232,9 @@ func (s *Server) start() error {
 				return err
 			}
 		}
+		if err := s.writeTLSFiles(); err != nil {
+			return err
+		}
 		conf := serverConfig(s.opts, port, s.runDir)
 		if err := s.run.writeFile(filepath.Join(s.dataDir, "pgtest.conf"), conf); err != nil {
 			return err
@@ -249,6 +252,19 @@ func (s *Server) start() error {
 		}
 		return fmt.Errorf("pgtest: starting PostgreSQL on port %d: %w", port, err)
 	}
+}
+
+// writeTLSFiles writes the certificate and key of Options.TLS, if any,
+// where pgtest.conf's ssl_cert_file and ssl_key_file point: into the data
+// directory, owned by the user that runs PostgreSQL, with mode 0600.
+func (s *Server) writeTLSFiles() error {
+	if s.opts.TLS == nil {
+		return nil
+	}
+	if err := s.run.writeFile(filepath.Join(s.dataDir, serverCertFile), string(s.opts.TLS.CertPEM)); err != nil {
+		return err
+	}
+	return s.run.writeFile(filepath.Join(s.dataDir, serverKeyFile), string(s.opts.TLS.KeyPEM))
 }
 
 // portTaken reports whether the log written since offset says the server

@@ -1,9 +1,12 @@
 package pool
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,7 +19,7 @@ import (
 // Conn is one server connection: an authenticated PostgreSQL backend session
 // owned by a Pool. Between Borrow and Return it belongs to exactly one
 // borrower, which may use R and W; it is not safe for concurrent use except
-// for MarkBroken and Broken.
+// for MarkBroken, Broken and Cancel.
 type Conn struct {
 	// R reads messages from the server; W buffers messages to it.
 	R *wire.Reader
@@ -26,8 +29,10 @@ type Conn struct {
 	// session; the session machine reads and updates it.
 	ServerState
 
-	netConn   net.Conn
+	netConn   net.Conn // the stream R and W use: a *tls.Conn or the socket
 	addr      string
+	name      string // Endpoint.Name
+	tls       TLS    // Endpoint.TLS, for cancel requests
 	created   time.Time
 	idleSince time.Time
 	broken    atomic.Bool
@@ -45,14 +50,75 @@ func (c *Conn) MarkBroken() { c.broken.Store(true) }
 // Broken reports whether MarkBroken was called.
 func (c *Conn) Broken() bool { return c.broken.Load() }
 
-// SetReadDeadline sets the read deadline of the underlying connection.
+// SetReadDeadline sets the read deadline of the connection. Under TLS a
+// read that times out can be retried: no data is lost.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.netConn.SetReadDeadline(t) }
 
-// Close closes the network connection after a best-effort Terminate.
+// RawConn returns the connection's socket: the TCP connection beneath TLS,
+// or the connection itself in plaintext. It is for waiting until the
+// socket is readable and for socket options; reading or writing it
+// directly would corrupt a TLS stream. Note that under TLS, readable data
+// on the socket may be a TLS record that holds no message, and a message
+// may already be decrypted and buffered with nothing left on the socket:
+// check R.Buffered first.
+func (c *Conn) RawConn() net.Conn {
+	if tc, ok := c.netConn.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return c.netConn
+}
+
+// Close closes the network connection after a best-effort Terminate. It
+// closes the socket without a TLS close_notify, which could wait seconds
+// for a server that reads nothing; PostgreSQL needs only the Terminate.
 func (c *Conn) Close() error {
-	c.netConn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	raw := c.RawConn()
+	raw.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	c.W.WriteMessage(wire.AppendTerminate(nil))
-	return c.netConn.Close()
+	return raw.Close()
+}
+
+// ErrCancel wraps the errors of Cancel.
+var ErrCancel = errors.New("cannot send cancel request")
+
+// Cancel asks the server to cancel whatever c's backend is running, as a
+// client's CancelRequest does
+// (https://www.postgresql.org/docs/15/protocol-flow.html#id-1.10.6.7.9): it
+// opens a new connection to the same server, negotiates TLS as c's was
+// negotiated, sends a CancelRequest with c's ProcessID and SecretKey and
+// waits until the server closes that connection, which it does once it has
+// signalled the backend. ctx bounds the whole exchange. The server does not
+// say whether anything was cancelled; a nil error means the request was
+// delivered. Cancel does not touch c's own connection and may be called
+// from any goroutine while another uses c.
+func (c *Conn) Cancel(ctx context.Context) error {
+	nc, stop, err := dial(ctx, c.addr)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCancel, err)
+	}
+	defer nc.Close()
+	defer stop()
+	stream, err := startTLS(nc, c.addr, describeServer(c.name), c.tls)
+	if err == nil {
+		_, err = stream.Write(wire.EncodeCancel(c.ProcessID, c.SecretKey))
+	}
+	if err == nil {
+		// The server sends nothing back; wait for its end of file.
+		var b [64]byte
+		for err == nil {
+			_, err = stream.Read(b[:])
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			err = nil // end of file or reset: the server is done with it
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w to %s: %w", ErrCancel, c.addr, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("%w to %s: %w", ErrCancel, c.addr, err)
+	}
+	return nil
 }
 
 // ErrServer wraps errors that PostgreSQL reported on a server connection.
@@ -141,7 +207,9 @@ func (c *Conn) alive() bool {
 	if c.broken.Load() || c.R.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.netConn.(syscall.Conn)
+	// Under TLS the socket is checked beneath the encryption: any record
+	// the server sends an idle connection means it is going away.
+	sc, ok := c.RawConn().(syscall.Conn)
 	if !ok {
 		return true
 	}
@@ -159,7 +227,8 @@ func (c *Conn) alive() bool {
 	return err == nil && ok
 }
 
-// SetDeadline sets the read and write deadlines of the underlying connection.
+// SetDeadline sets the read and write deadlines of the connection. Under
+// TLS a write that times out leaves the connection unusable.
 func (c *Conn) SetDeadline(t time.Time) error { return c.netConn.SetDeadline(t) }
 
 // Sync sends a Sync, discards the replies to whatever was pending, and

@@ -1,17 +1,6 @@
 package pool
 
-import (
-	"net"
-	"syscall"
-)
-
-// rawSocket returns the TCP connection under c, beneath TLS if any.
-func (c *Conn) rawSocket() net.Conn {
-	if tc, ok := c.netConn.(interface{ NetConn() net.Conn }); ok {
-		return tc.NetConn()
-	}
-	return c.netConn
-}
+import "syscall"
 
 // AwaitReadable blocks until the server has sent something (or closed the
 // connection) without reading it, or until the read deadline set with
@@ -22,7 +11,7 @@ func (c *Conn) AwaitReadable() error {
 	if c.R.Buffered() > 0 {
 		return nil
 	}
-	sc, ok := c.rawSocket().(syscall.Conn)
+	sc, ok := c.RawConn().(syscall.Conn)
 	if !ok {
 		return nil
 	}
@@ -52,7 +41,7 @@ func (c *Conn) Readable() bool {
 	if c.R.Buffered() > 0 {
 		return true
 	}
-	sc, ok := c.rawSocket().(syscall.Conn)
+	sc, ok := c.RawConn().(syscall.Conn)
 	if !ok {
 		return false
 	}

@@ -40,6 +40,7 @@ type envOptions struct {
 	listen  string // extra lines inside the listen block
 	auth    string // auth method
 	pinning string // lines inside the pinning block
+	cluster string // extra lines inside the cluster block
 	pg      pgtest.Options
 }
 
@@ -74,6 +75,7 @@ pool {
 }
 cluster "main" {
   writer = %q
+  %s
 }
 auth {
   method = %q
@@ -90,7 +92,7 @@ log {
   level = "debug"
 }
 shutdown_timeout = "2s"
-`, o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass, o.pinning)
+`, o.listen, o.pool, pg.Addr(), o.cluster, o.auth, appPassword, backendPass, o.pinning)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)

@@ -88,8 +88,10 @@ func (p *Proxy) sessionEnv(st *state, cluster string) *engine.Env {
 			}
 			return p.poolFor(c, u, database)
 		},
-		CountPin: p.countPin,
-		Rekey:    p.rekey,
+		CountPin:                 p.countPin,
+		Rekey:                    p.rekey,
+		IdleInTransactionTimeout: st.cfg.Pool.IdleInTransactionTimeout,
+		QueryTimeout:             st.cfg.Pool.QueryTimeout,
 	}
 }
 

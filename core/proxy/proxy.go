@@ -42,6 +42,7 @@ type state struct {
 	users   map[string]*engine.User
 	tls     map[string]*tls.Config // by listener name
 	session *session.Config        // what every session machine shares
+	servers map[string]pool.TLS    // TLS towards each cluster's servers, by cluster name
 }
 
 // Proxy is a running Sluice. It is safe for concurrent use. The owner must
@@ -117,7 +118,8 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 	return p, nil
 }
 
-// newState resolves the users' secrets and loads the TLS certificates.
+// newState resolves the users' secrets and loads the TLS certificates of
+// the listeners and the CA certificates of the clusters.
 func newState(cfg *config.Config) (*state, error) {
 	st := &state{cfg: cfg, users: make(map[string]*engine.User), tls: make(map[string]*tls.Config)}
 	sc := &session.Config{
@@ -125,7 +127,7 @@ func newState(cfg *config.Config) (*state, error) {
 		Track:             make(map[string]bool, len(cfg.Pinning.Track)),
 		OnSetPin:          cfg.Pinning.OnSet == config.OnSetPin,
 		MaxPrepared:       cfg.Pinning.MaxPreparedStatements,
-		MaxClientPrepared: 1000,
+		MaxClientPrepared: cfg.Pinning.MaxClientPreparedStatements,
 	}
 	if cfg.Pool.Mode == config.ModeSession {
 		sc.Mode = session.ModeSession
@@ -173,6 +175,11 @@ func newState(cfg *config.Config) (*state, error) {
 		}
 		st.tls[lc.Name] = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	servers, err := loadClusterTLS(cfg.Clusters)
+	if err != nil {
+		return nil, err
+	}
+	st.servers = servers
 	return st, nil
 }
 
@@ -383,12 +390,21 @@ func (p *Proxy) poolFor(clusterName string, u *engine.User, database string) (*p
 		return pl, nil
 	}
 	ep := pool.Endpoint{
-		Addr: cl.Writer, Database: database, User: u.BackendUser, Password: u.BackendPassword,
+		Addr: cl.Writer, Name: fmt.Sprintf("cluster %q", clusterName),
+		Database: database, User: u.BackendUser, Password: u.BackendPassword,
 		InitQuery: st.cfg.Pool.InitQuery, ConnectTimeout: st.cfg.Pool.ConnectTimeout,
+		TLS: st.servers[clusterName],
 	}
 	name := fmt.Sprintf("%q (user %q, database %q)", clusterName, u.BackendUser, database)
-	pl := pool.New(name, func(ctx context.Context) (*pool.Conn, error) { return pool.Connect(ctx, ep) },
-		poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
+	dial := func(ctx context.Context) (*pool.Conn, error) {
+		// A reload's cluster TLS settings apply to the next connection.
+		ep := ep
+		if t, ok := p.state.Load().servers[clusterName]; ok {
+			ep.TLS = t
+		}
+		return pool.Connect(ctx, ep)
+	}
+	pl := pool.New(name, dial, poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
 	p.pools[key] = pl
 	return pl, nil
 }

@@ -13,6 +13,7 @@ const (
 	CodeProtocolViolation     = "08P01"
 	CodeConnectionFailure     = "08006"
 	CodeConnectionException   = "08000"
+	CodeUnableToConnect       = "08001" // sqlclient_unable_to_establish_sqlconnection
 	CodeInvalidAuthorization  = "28000"
 	CodeInvalidPassword       = "28P01"
 	CodeTooManyConnections    = "53300"
@@ -25,7 +26,6 @@ const (
 	CodeCannotConnectNow      = "57P03"
 	CodeConfigLimitExceeded   = "53400"
 	CodeIdleInTransaction     = "25P03"
-	CodeUnableToConnect       = "08001"
 )
 
 // Severities of an ErrorResponse.

@@ -162,6 +162,16 @@ func EncodeCancel(pid, secret uint32) []byte {
 	return b
 }
 
+// EncodeSSLRequest returns an SSLRequest packet, which asks a server to
+// switch the connection to TLS. The server answers with the single byte
+// 'S' (go ahead with the TLS handshake) or 'N' (continue in plaintext).
+func EncodeSSLRequest() []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint32(b, 8)
+	binary.BigEndian.PutUint32(b[4:], codeSSL)
+	return b
+}
+
 // ParseOptions splits the value of the "options" startup parameter into the
 // settings it carries ("-c name=value", "-cname=value" and "--name=value"),
 // honouring backslash escapes of spaces as PostgreSQL does. Words that are

@@ -27,6 +27,7 @@ func TestReadStartup(t *testing.T) {
 		{"startup", EncodeStartup(nil, params), &Startup{Kind: KindStartup, Params: params}, nil},
 		{"minor version", startupBytes(3<<16|2, []byte{0}), &Startup{Kind: KindStartup, ProtocolMinor: 2}, nil},
 		{"ssl", startupBytes(codeSSL, nil), &Startup{Kind: KindSSLRequest}, nil},
+		{"encoded ssl", EncodeSSLRequest(), &Startup{Kind: KindSSLRequest}, nil},
 		{"gssenc", startupBytes(codeGSSENC, nil), &Startup{Kind: KindGSSENCRequest}, nil},
 		{"cancel", EncodeCancel(7, 9), &Startup{Kind: KindCancel, ProcessID: 7, SecretKey: 9}, nil},
 		{"too short", []byte{0, 0, 0, 4, 0, 0, 0, 0}, nil, ErrStartupInvalid},
