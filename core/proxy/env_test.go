@@ -40,6 +40,7 @@ type envOptions struct {
 	listen  string // extra lines inside the listen block
 	auth    string // auth method
 	pinning string // lines inside the pinning block
+	admin   string // lines inside the admin block, such as address = "127.0.0.1:0"
 	pg      pgtest.Options
 }
 
@@ -86,11 +87,14 @@ auth {
 pinning {
   %s
 }
+admin {
+  %s
+}
 log {
   level = "debug"
 }
 shutdown_timeout = "2s"
-`, o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass, o.pinning)
+`, o.listen, o.pool, pg.Addr(), o.auth, appPassword, backendPass, o.pinning, o.admin)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)
