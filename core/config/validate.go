@@ -43,7 +43,7 @@ func (c *Config) validate() []error {
 	if c.Admin.Address != "" {
 		v.listenAddress("admin.address", c.Admin.Address)
 		for _, l := range c.Listeners {
-			if l.Address == c.Admin.Address {
+			if l.Address == c.Admin.Address && !strings.HasSuffix(l.Address, ":0") { // port 0: each gets its own
 				v.problemf("admin.address", "%q is already used by %s", c.Admin.Address, joinNamed("", "listen", l.Name))
 			}
 		}

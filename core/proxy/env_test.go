@@ -41,6 +41,7 @@ type envOptions struct {
 	auth    string // auth method
 	pinning string // lines inside the pinning block
 	cluster string // extra lines inside the cluster block
+	admin   string // lines inside the admin block, such as address = "127.0.0.1:0"
 	pg      pgtest.Options
 }
 
@@ -88,11 +89,14 @@ auth {
 pinning {
   %s
 }
+admin {
+  %s
+}
 log {
   level = "debug"
 }
 shutdown_timeout = "2s"
-`, o.listen, o.pool, pg.Addr(), o.cluster, o.auth, appPassword, backendPass, o.pinning)
+`, o.listen, o.pool, pg.Addr(), o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)
