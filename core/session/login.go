@@ -1,6 +1,7 @@
 package session
 
 import (
+	"fmt"
 	"maps"
 	"sort"
 	"strings"
@@ -29,6 +30,7 @@ type loginState struct {
 	client   map[string]string
 	defaults map[string]string
 	cache    ParamCache
+	fixed    []string // name, value pairs of server-described parameters the client set
 }
 
 // Login starts the session of an authenticated client. params are its
@@ -41,8 +43,15 @@ type loginState struct {
 // the login as PostgreSQL's would.
 func (m *Machine) Login(startup []wire.Param, defaults map[string]string, cache ParamCache) Step {
 	client := make(map[string]string, len(startup))
+	var fixedSets []string
 	for _, p := range startup {
-		client[canonicalName(defaults, p.Name)] = p.Value
+		name := canonicalName(defaults, p.Name)
+		if fixed[name] {
+			// Let the server refuse it (55P02) as it does at its login.
+			fixedSets = append(fixedSets, name, p.Value)
+			continue
+		}
+		client[name] = p.Value
 	}
 	m.params.values = make(map[string]string, len(defaults)+len(client))
 	for name, v := range defaults {
@@ -52,8 +61,8 @@ func (m *Machine) Login(startup []wire.Param, defaults map[string]string, cache 
 	}
 	maps.Copy(m.params.values, client)
 	m.params.key = ""
-	ls := &loginState{key: fingerprintOf(client), client: client, defaults: defaults, cache: cache}
-	if m.cfg.Mode == ModeTransaction {
+	ls := &loginState{key: fingerprintOf(client), client: client, defaults: defaults, cache: cache, fixed: fixedSets}
+	if m.cfg.Mode == ModeTransaction && len(fixedSets) == 0 {
 		if len(client) == 0 {
 			return m.loginAnswer(ls, nil)
 		}
@@ -68,7 +77,11 @@ func (m *Machine) Login(startup []wire.Param, defaults map[string]string, cache 
 // loginAttached applies the startup parameters on the connection borrowed
 // for the login.
 func (m *Machine) loginAttached() Step {
-	if q := m.params.syncQuery(m.srv); q != "" {
+	q := m.params.syncQuery(m.srv)
+	for i := 0; i < len(m.login.fixed); i += 2 {
+		q += fmt.Sprintf("SELECT pg_catalog.set_config(%s, %s, false);", wire.QuoteLiteral(m.login.fixed[i]), wire.QuoteLiteral(m.login.fixed[i+1]))
+	}
+	if q != "" {
 		return m.own(internalLogin, q, nil)
 	}
 	return m.loginDone(nil)
@@ -80,12 +93,11 @@ func (m *Machine) loginDone(err *wire.Error) Step {
 	m.login = nil
 	if err != nil {
 		// The server's own error for a bad parameter, as at its login.
+		// The connection is closed rather than returned: its parameters
+		// are no longer known for certain.
 		m.detach()
 		s := m.fatal(err)
-		s.Release = ReleaseReturn
-		if m.tx != wire.TxIdle {
-			s.Release = ReleaseDiscard
-		}
+		s.Release = ReleaseDiscard
 		return s
 	}
 	if m.tx != wire.TxIdle {
