@@ -550,3 +550,69 @@ func TestTranscriptLoginValidatesStartupParameters(t *testing.T) {
 		t.Fatalf("bad startup parameter: %+v", st)
 	}
 }
+
+func TestTranscriptPreparedStatementPaths(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.m.stmts.maxServer = 2
+	// Describe of a named statement goes under the server's name.
+	h.client(parse("a", "SELECT 1"))
+	h.client(msg('D', byte('S'), "a"))
+	h.client(syncMsg())
+	check(t, "describe", h.sent(), "P(sluice_1) D(Ssluice_1) S")
+	h.server(msg('1'), msg('t', int16(0)), msg('n'), rfq('I'))
+	check(t, "describe replies", h.toCli(), "1 t n ZI")
+
+	// A second Parse of the same name: the server reports 42P05 itself.
+	h.client(parse("a", "SELECT 2"))
+	h.client(syncMsg())
+	check(t, "duplicate", h.sent(), "P(a) P(a) S")
+	h.server(msg('1'), errResp("42P05", `prepared statement "a" already exists`), rfq('I'))
+	check(t, "duplicate replies", h.toCli(), "E ZI")
+	// Eviction beyond max_prepared_statements: the oldest is closed first;
+	// the leftover copy of "a" is closed at the start of the batch.
+	h.client(parse("b", "SELECT 3"))
+	h.client(parse("c", "SELECT 4"))
+	h.client(syncMsg())
+	check(t, "eviction", h.sent(), "C(Sa) P(sluice_2) C(Ssluice_1) P(sluice_3) S")
+	h.server(msg('3'), msg('1'), msg('3'), msg('1'), rfq('I'))
+	check(t, "eviction replies", h.toCli(), "1 1 ZI")
+	// The evicted statement is prepared again when bound.
+	h.client(bind("", "a"))
+	h.client(syncMsg())
+	check(t, "re-prepare", h.sent(), "C(Ssluice_2) P(sluice_4) B(,sluice_4) S")
+	h.server(msg('3'), msg('1'), msg('2'), rfq('I'))
+	check(t, "re-prepare replies", h.toCli(), "2 ZI")
+
+	// Close of a client statement: the server keeps its copy for others.
+	h.client(msg('C', byte('S'), "b"))
+	h.client(syncMsg())
+	check(t, "close", h.sent(), "C(Ssluice_noop) S")
+	h.server(msg('3'), rfq('I'))
+	check(t, "close replies", h.toCli(), "3 ZI")
+	if _, ok := h.m.stmts.prepared["b"]; ok {
+		t.Fatal("closed statement still known")
+	}
+}
+
+func TestTranscriptUnnamedStatementFollowsTheClient(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(parse("", "SELECT $1::int"))
+	h.client(syncMsg())
+	h.server(msg('1'), rfq('I'))
+	h.sent()
+	h.toCli()
+	// Another client used the connection's unnamed statement meanwhile.
+	h.srv.UnnamedKey = "someone else's"
+	h.client(bind("", "", "1"))
+	h.client(execute())
+	h.client(syncMsg())
+	check(t, "recreated", h.sent(), "P() B(,) E S")
+	h.server(msg('1'), msg('2'), cc("SELECT 1"), rfq('I'))
+	check(t, "replies", h.toCli(), "2 C ZI")
+	// A simple Query destroys it, for Sluice as for PostgreSQL.
+	h.client(query("SELECT 1"))
+	h.server(cc("SELECT 1"), rfq('I'))
+	if h.m.stmts.unnamed != nil {
+		t.Fatal("unnamed statement survived a simple Query")
+	}
+}
