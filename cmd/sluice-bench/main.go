@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/sluice-bench [-clients 1,10,100,1000] [-duration 10s] [-warmup 2s]
 //	                          [-modes simple[,extended,prepared]] [-out FILE]
+//	                          [-sluice-bin PATH] [-baseline-bin PATH]
 //
 // It starts a throwaway PostgreSQL 15 server (package pgtest), loads it with
 // `pgbench -i`, builds Sluice from the working tree and starts it and
@@ -14,6 +15,13 @@
 // reads the proxies' CPU time and memory from /proc, and prints one markdown
 // table with the machine it ran on to standard output. Progress goes to
 // standard error.
+//
+// With -baseline-bin it also runs a second Sluice executable, configured
+// exactly like the first, as the target "baseline", so that two builds (a
+// change and the code before it) are compared under the same conditions;
+// the table then gains the ratio of their CPU time per transaction. The two
+// take turns going first from one combination to the next, so that a steady
+// drift favours neither.
 //
 // A run that fails or exceeds its duration by a minute shows "failed" and the
 // harness continues. Everything it starts is stopped, and its temporary
@@ -248,7 +256,9 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 			"prepared": "PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode",
 		}
 	case targetSluice:
-		t.start = sluiceSetup{dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
+		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
+	case targetBaseline:
+		t.start = sluiceSetup{name: name, dir: dir, binary: b.opts.baselineBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
 	}
 	return t, nil
 }
@@ -256,9 +266,12 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 // runAll runs every (client count, mode, target) combination, interleaving
 // the targets per client count, until done or ctx ends.
 func (b *bench) runAll(ctx context.Context) {
+	combination := 0
 	for _, clients := range b.opts.clients {
 		for _, mode := range b.opts.modes {
-			for _, t := range b.targets {
+			order := runOrder(b.targets, combination)
+			combination++
+			for _, t := range order {
 				if ctx.Err() != nil {
 					return
 				}
@@ -282,6 +295,22 @@ func (b *bench) runAll(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// runOrder returns the order in which to run targets for the combination
+// with index i: their own order, except that sluice and baseline swap
+// places for every other combination.
+func runOrder(targets []*target, i int) []*target {
+	order := slices.Clone(targets)
+	if i%2 == 0 {
+		return order
+	}
+	s := slices.IndexFunc(order, func(t *target) bool { return t.name == targetSluice })
+	bl := slices.IndexFunc(order, func(t *target) bool { return t.name == targetBaseline })
+	if s >= 0 && bl >= 0 {
+		order[s], order[bl] = order[bl], order[s]
+	}
+	return order
 }
 
 // runOne runs one combination, or says why it is not run. A failed run's

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,11 +24,22 @@ type options struct {
 	threads   int
 	out       string
 	sluiceBin string
-	verbose   bool
+	// baselineBin is a second Sluice executable, run as the "baseline"
+	// target with the same configuration as "sluice"; "" if none.
+	baselineBin string
+	verbose     bool
 }
 
 // pgbench -M modes the harness accepts.
 var allModes = []string{"simple", "extended", "prepared"}
+
+// allTargets are the targets the harness knows, in the order they are run
+// and shown.
+var allTargets = []string{targetDirect, targetPgBouncer, targetSluice, targetBaseline}
+
+// defaultTargets are the targets run when -targets is not given; baseline
+// is added when -baseline-bin is.
+const defaultTargets = "direct,pgbouncer,sluice"
 
 // parseFlags parses args into options.
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -40,7 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	clients := fs.String("clients", "1,10,100,1000", "comma-separated pgbench client counts")
 	modes := fs.String("modes", "simple", "comma-separated pgbench -M query modes: simple, extended, prepared")
-	targets := fs.String("targets", "direct,pgbouncer,sluice", "comma-separated targets to run")
+	targets := fs.String("targets", defaultTargets, "comma-separated targets to run: direct, pgbouncer, sluice, baseline (baseline joins the default when -baseline-bin is given)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured pgbench run before each measured run; 0 disables")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale factor")
@@ -48,6 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.threads, "threads", 2, "pgbench -j worker threads")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	fs.StringVar(&o.sluiceBin, "sluice-bin", "", "use this sluice executable instead of building ./cmd/sluice")
+	fs.StringVar(&o.baselineBin, "baseline-bin", "", "also run this second sluice executable, configured like sluice, as the target \"baseline\"")
 	fs.BoolVar(&o.verbose, "v", false, "copy every pgbench command line and output to standard error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -70,16 +83,23 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			errs = append(errs, fmt.Errorf("-modes: %q is not one of %s", m, strings.Join(allModes, ", ")))
 		}
 	}
-	for _, t := range splitList(*targets) {
-		if !slices.Contains([]string{targetDirect, targetPgBouncer, targetSluice}, t) {
-			errs = append(errs, fmt.Errorf("-targets: %q is not one of direct, pgbouncer, sluice", t))
+	targetList := splitList(*targets)
+	if o.baselineBin != "" && !flagGiven(fs, "targets") {
+		targetList = append(targetList, targetBaseline)
+	}
+	for _, t := range targetList {
+		if !slices.Contains(allTargets, t) {
+			errs = append(errs, fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(allTargets, ", ")))
 		}
 	}
 	// Keep the canonical order whatever order the flag lists them in.
-	for _, t := range []string{targetDirect, targetPgBouncer, targetSluice} {
-		if slices.Contains(splitList(*targets), t) {
+	for _, t := range allTargets {
+		if slices.Contains(targetList, t) {
 			o.targets = append(o.targets, t)
 		}
+	}
+	if slices.Contains(o.targets, targetBaseline) && o.baselineBin == "" {
+		errs = append(errs, errors.New("-targets: baseline needs -baseline-bin"))
 	}
 	switch {
 	case len(o.clients) == 0:
@@ -88,6 +108,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		errs = append(errs, errors.New("-modes: give at least one mode"))
 	case len(o.targets) == 0:
 		errs = append(errs, errors.New("-targets: give at least one target"))
+	}
+	// The proxies run in their own directories: a relative path must not
+	// be resolved there.
+	for _, bin := range []*string{&o.sluiceBin, &o.baselineBin} {
+		if *bin == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*bin)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("resolving %s: %w", *bin, err))
+			continue
+		}
+		*bin = abs
 	}
 	if o.duration < time.Second {
 		errs = append(errs, fmt.Errorf("-duration: must be at least 1s, got %v", o.duration))
@@ -99,6 +132,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		errs = append(errs, errors.New("-scale, -pool and -threads must be at least 1"))
 	}
 	return o, errors.Join(errs...)
+}
+
+// flagGiven reports whether the flag called name was set on the command
+// line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			given = true
+		}
+	})
+	return given
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

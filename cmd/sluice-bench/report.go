@@ -135,6 +135,14 @@ func (b *bench) markdown() string {
 		"CPU is the proxy process's user+system time over the whole pgbench run (connecting the clients included) "+
 		"divided by the transactions processed. \"-\": direct runs above %d clients exceed the server's max_connections of %d.\n\n",
 		wholeSeconds(o.duration), o.threads, o.warmup, directClientLimit, serverMaxConnections)
+	hasSluiceBaseline := slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetBaseline)
+	switch {
+	case hasSluiceBaseline:
+		w.WriteString("\"baseline\" is a second Sluice executable configured exactly like \"sluice\"; the two take turns going first. " +
+			"\"sluice/baseline CPU\" is sluice's CPU time per transaction over baseline's: below 1 means sluice costs less.\n\n")
+	case slices.Contains(o.targets, targetBaseline):
+		w.WriteString("\"baseline\" is a second Sluice executable configured exactly like \"sluice\".\n\n")
+	}
 
 	multiMode := len(o.modes) > 1
 	header := []string{"clients"}
@@ -148,10 +156,13 @@ func (b *bench) markdown() string {
 	if hasBoth {
 		header = append(header, "sluice/pgbouncer TPS")
 	}
-	for _, t := range []string{targetSluice, targetPgBouncer} {
+	for _, t := range proxyTargets {
 		if slices.Contains(o.targets, t) {
 			header = append(header, t+" CPU s/10k tx")
 		}
+	}
+	if hasSluiceBaseline {
+		header = append(header, "sluice/baseline CPU")
 	}
 	writeRow(&w, header)
 	sep := make([]string, len(header))
@@ -183,11 +194,20 @@ func (b *bench) markdown() string {
 				}
 				row = append(row, orDash(cell))
 			}
-			for _, t := range []string{targetSluice, targetPgBouncer} {
+			for _, t := range proxyTargets {
 				if slices.Contains(o.targets, t) {
 					r, ok := res(t)
 					row = append(row, cpuCell(r, ok, o.duration))
 				}
+			}
+			if hasSluiceBaseline {
+				s, okS := res(targetSluice)
+				bl, okB := res(targetBaseline)
+				cell := ""
+				if okS && okB {
+					cell = cpuRatio(s, bl, o.duration)
+				}
+				row = append(row, orDash(cell))
 			}
 			writeRow(&w, row)
 		}
@@ -217,7 +237,7 @@ func (b *bench) writeAddedLatency(w *strings.Builder) {
 			continue
 		}
 		var parts []string
-		for _, t := range []string{targetSluice, targetPgBouncer} {
+		for _, t := range proxyTargets {
 			r, ok := b.results[resultKey{mode: mode, clients: 1, target: t}]
 			if ok && succeeded(r) {
 				parts = append(parts, fmt.Sprintf("%s %+.0f µs", t, (r.bench.latencyMS-direct.bench.latencyMS)*1000))
@@ -277,6 +297,13 @@ func (b *bench) writeMachine(w *strings.Builder) {
 	item("pgbench", m.pgbench)
 	item("PgBouncer", m.pgbouncer)
 	item("Sluice source", m.sluiceRev)
+	// Name the two executables being compared.
+	if slices.Contains(b.opts.targets, targetBaseline) {
+		if slices.Contains(b.opts.targets, targetSluice) {
+			item("Sluice executable", b.opts.sluiceBin)
+		}
+		item("baseline executable", b.opts.baselineBin)
+	}
 	item("open-file limit", m.fileLimit)
 	if m.loadBefore != "" || m.loadAfter != "" {
 		item("load average (1/5/15 min) before / after the runs", m.loadBefore+" / "+m.loadAfter)
@@ -315,24 +342,48 @@ func latencyCell(r runResult, ok bool) string {
 	return fmt.Sprintf("%.3f", r.bench.latencyMS)
 }
 
-// cpuCell renders a proxy's CPU seconds per 10,000 transactions: CPU time
-// over the transactions pgbench processed, or tps × duration if it did not
-// say.
-func cpuCell(r runResult, ok bool, duration time.Duration) string {
-	if !ok {
-		return ""
-	}
+// proxyTargets are the targets whose CPU time is measured, in the order
+// of their CPU columns.
+var proxyTargets = []string{targetSluice, targetPgBouncer, targetBaseline}
+
+// cpuPerTx returns a proxy's CPU seconds per transaction: CPU time over the
+// transactions pgbench processed, or tps × duration if it did not say;
+// false if the run failed or either is unknown.
+func cpuPerTx(r runResult, duration time.Duration) (float64, bool) {
 	if !succeeded(r) || !r.hasCPU {
-		return "-"
+		return 0, false
 	}
 	tx := float64(r.bench.processed)
 	if tx == 0 {
 		tx = r.bench.tps * float64(wholeSeconds(duration))
 	}
 	if tx <= 0 {
+		return 0, false
+	}
+	return r.cpuSec / tx, true
+}
+
+// cpuCell renders a proxy's CPU seconds per 10,000 transactions.
+func cpuCell(r runResult, ok bool, duration time.Duration) string {
+	if !ok {
+		return ""
+	}
+	perTx, ok := cpuPerTx(r, duration)
+	if !ok {
 		return "-"
 	}
-	return fmt.Sprintf("%.3f", r.cpuSec/tx*10000)
+	return fmt.Sprintf("%.3f", perTx*10000)
+}
+
+// cpuRatio renders a's CPU time per transaction over b's, from the
+// unrounded values; "" if either is unknown or b's is zero.
+func cpuRatio(a, b runResult, duration time.Duration) string {
+	perA, okA := cpuPerTx(a, duration)
+	perB, okB := cpuPerTx(b, duration)
+	if !okA || !okB || perB <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f", perA/perB)
 }
 
 func orDash(s string) string {

@@ -19,6 +19,7 @@ const buildTimeout = 5 * time.Minute
 
 // sluiceSetup describes the Sluice the harness runs.
 type sluiceSetup struct {
+	name     string // the target's name, for its process and log
 	dir      string // private directory for its binary, config and log
 	binary   string // the sluice executable
 	port     int
@@ -82,7 +83,7 @@ func (s sluiceSetup) start(context.Context) (*child, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	return startChild("sluice", cmd, filepath.Join(s.dir, "sluice.log"))
+	return startChild(s.name, cmd, filepath.Join(s.dir, s.name+".log"))
 }
 
 // buildSluice compiles ./cmd/sluice of the module containing the working

@@ -12,6 +12,9 @@ const (
 	targetDirect    = "direct"
 	targetPgBouncer = "pgbouncer"
 	targetSluice    = "sluice"
+	// targetBaseline is a second Sluice executable (-baseline-bin), set up
+	// exactly like targetSluice, to compare two builds in one run.
+	targetBaseline = "baseline"
 )
 
 // readyTimeout bounds how long a freshly started proxy has to accept a

@@ -62,6 +62,10 @@ func (s *Session) serveClient(ctx context.Context) (int, error) {
 		if s.srv != nil && s.m.Expect() == session.ExpectMaybe {
 			w = s.startWatch()
 		}
+	} else if s.dlUnknown {
+		// A wake-up moved the deadline while a message was buffered: the
+		// rest of the message must not fail on it.
+		s.setClientDeadline(s.idleDeadline())
 	}
 	typ, n, err := s.cr.PeekHeader()
 	if w != nil {

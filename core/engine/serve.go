@@ -248,7 +248,7 @@ func (s *Session) relay(ctx context.Context) error {
 				}
 				continue
 			}
-			if burst > maxBurst && exp == session.ExpectReplies {
+			if burst > maxBurst && exp != session.ExpectNothing {
 				// A long pipeline: forward what the server has answered so
 				// far before sending more, so that neither side blocks.
 				burst = 0

@@ -132,7 +132,9 @@ func (m *Machine) Expect() Expect {
 	case m.srv == nil:
 		return ExpectNothing
 	case m.copyIn:
-		return ExpectNothing // the server waits for the client's data
+		// The server waits for the client's data, but reports an error in
+		// it at once (clients stop sending when they see it).
+		return ExpectMaybe
 	case m.q.requests > 0:
 		return ExpectReplies
 	case m.gone:

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseFlagsTargets(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string
+		wantErr string // a substring of the error; "" for none
+	}{
+		{
+			name: "default without a baseline",
+			want: []string{"direct", "pgbouncer", "sluice"},
+		},
+		{
+			name: "-baseline-bin adds baseline to the default targets",
+			args: []string{"-baseline-bin", "/tmp/old-sluice"},
+			want: []string{"direct", "pgbouncer", "sluice", "baseline"},
+		},
+		{
+			name: "explicit targets are kept in the canonical order",
+			args: []string{"-baseline-bin", "/tmp/old-sluice", "-targets", "baseline,sluice"},
+			want: []string{"sluice", "baseline"},
+		},
+		{
+			name: "explicit targets without baseline leave it out",
+			args: []string{"-baseline-bin", "/tmp/old-sluice", "-targets", "sluice"},
+			want: []string{"sluice"},
+		},
+		{
+			name:    "baseline without -baseline-bin",
+			args:    []string{"-targets", "sluice,baseline"},
+			wantErr: "baseline needs -baseline-bin",
+		},
+		{
+			name:    "unknown target",
+			args:    []string{"-targets", "sluice,odyssey"},
+			wantErr: `"odyssey" is not one of direct, pgbouncer, sluice, baseline`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(o.targets, tt.want) {
+				t.Errorf("targets = %q, want %q", o.targets, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsBaselineBin(t *testing.T) {
+	o, err := parseFlags([]string{"-sluice-bin", "/tmp/new-sluice", "-baseline-bin", "/tmp/old-sluice"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.sluiceBin != "/tmp/new-sluice" || o.baselineBin != "/tmp/old-sluice" {
+		t.Errorf("sluiceBin, baselineBin = %q, %q", o.sluiceBin, o.baselineBin)
+	}
+	// The proxies run in their own directories, so a relative path is
+	// made absolute against the harness's.
+	o, err = parseFlags([]string{"-baseline-bin", "bin/old-sluice"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(wd, "bin/old-sluice"); o.baselineBin != want {
+		t.Errorf("baselineBin = %q, want %q", o.baselineBin, want)
+	}
+}
+
+func TestRunOrderAlternatesSluiceAndBaseline(t *testing.T) {
+	names := func(ts []*target) string {
+		var s []string
+		for _, t := range ts {
+			s = append(s, t.name)
+		}
+		return strings.Join(s, ",")
+	}
+	var all []*target
+	for _, n := range allTargets {
+		all = append(all, &target{name: n})
+	}
+	if got := names(runOrder(all, 0)); got != "direct,pgbouncer,sluice,baseline" {
+		t.Errorf("order of combination 0 = %s", got)
+	}
+	if got := names(runOrder(all, 1)); got != "direct,pgbouncer,baseline,sluice" {
+		t.Errorf("order of combination 1 = %s", got)
+	}
+	if got := names(all); got != "direct,pgbouncer,sluice,baseline" {
+		t.Errorf("runOrder changed the targets it was given: %s", got)
+	}
+	withoutBaseline := all[:3]
+	if got := names(runOrder(withoutBaseline, 1)); got != "direct,pgbouncer,sluice" {
+		t.Errorf("order without baseline = %s", got)
+	}
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// reportBench returns a bench with results for -M simple at 10 clients on
+// the given targets, as if they had run.
+func reportBench(targets ...string) *bench {
+	b := &bench{
+		opts: options{
+			clients: []int{10}, modes: []string{"simple"}, targets: targets,
+			duration: 10 * time.Second, warmup: 2 * time.Second, scale: 10, poolSize: 20, threads: 2,
+		},
+		results: map[resultKey]runResult{},
+	}
+	put := func(target string, tps float64, latencyMS, cpuSec float64) {
+		b.results[resultKey{mode: "simple", clients: 10, target: target}] = runResult{
+			bench:  pgbenchResult{tps: tps, latencyMS: latencyMS, processed: int64(tps * 10)},
+			cpuSec: cpuSec, hasCPU: target != targetDirect,
+		}
+	}
+	put(targetDirect, 40000, 0.25, 0)
+	put(targetPgBouncer, 20000, 0.5, 4)    // 0.2 s/10k tx
+	put(targetSluice, 18000, 0.55, 5.4)    // 0.3 s/10k tx
+	put(targetBaseline, 16000, 0.625, 6.4) // 0.4 s/10k tx
+	return b
+}
+
+// tableLines returns the header, separator and rows of the report's table.
+func tableLines(t *testing.T, report string) []string {
+	t.Helper()
+	var lines []string
+	for _, line := range strings.Split(report, "\n") {
+		if strings.HasPrefix(line, "| ") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) < 3 {
+		t.Fatalf("no table in the report:\n%s", report)
+	}
+	return lines
+}
+
+func TestMarkdownWithoutBaseline(t *testing.T) {
+	report := reportBench(targetDirect, targetPgBouncer, targetSluice).markdown()
+	got := tableLines(t, report)
+	want := []string{
+		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU s/10k tx | pgbouncer CPU s/10k tx |",
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 0.90 | 0.300 | 0.200 |",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("table =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if strings.Contains(report, "baseline") {
+		t.Errorf("a report without -baseline-bin mentions a baseline:\n%s", report)
+	}
+}
+
+func TestMarkdownWithBaseline(t *testing.T) {
+	b := reportBench(targetDirect, targetPgBouncer, targetSluice, targetBaseline)
+	b.opts.baselineBin = "/tmp/old-sluice"
+	report := b.markdown()
+	got := tableLines(t, report)
+	want := []string{
+		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | baseline TPS | baseline lat ms | sluice/pgbouncer TPS | sluice CPU s/10k tx | pgbouncer CPU s/10k tx | baseline CPU s/10k tx | sluice/baseline CPU |",
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 16000 | 0.625 | 0.90 | 0.300 | 0.200 | 0.400 | 0.75 |",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("table =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, s := range []string{"\"sluice/baseline CPU\" is sluice's CPU time per transaction over baseline's", "- baseline executable: /tmp/old-sluice"} {
+		if !strings.Contains(report, s) {
+			t.Errorf("the report lacks %q:\n%s", s, report)
+		}
+	}
+}
+
+func TestMarkdownBaselineFailed(t *testing.T) {
+	b := reportBench(targetSluice, targetBaseline)
+	key := resultKey{mode: "simple", clients: 10, target: targetBaseline}
+	b.results[key] = runResult{err: errNoTPS}
+	got := tableLines(t, b.markdown())[2]
+	want := "| 10 | 18000 | 0.550 | failed | - | 0.300 | - | - |"
+	if got != want {
+		t.Errorf("row = %q, want %q", got, want)
+	}
+}
+
+func TestCPURatio(t *testing.T) {
+	sluice := runResult{bench: pgbenchResult{tps: 10000, processed: 100000}, cpuSec: 3.1, hasCPU: true}
+	baseline := runResult{bench: pgbenchResult{tps: 10000, processed: 100000}, cpuSec: 3.0, hasCPU: true}
+	if got := cpuRatio(sluice, baseline, 10*time.Second); got != "1.03" {
+		t.Errorf("cpuRatio = %q, want 1.03", got)
+	}
+	// The ratio is per transaction: twice the CPU for twice the
+	// transactions is the same cost.
+	baseline.bench.processed, baseline.cpuSec = 50000, 1.5
+	if got := cpuRatio(sluice, baseline, 10*time.Second); got != "1.03" {
+		t.Errorf("cpuRatio with fewer baseline transactions = %q, want 1.03", got)
+	}
+	noCPU := baseline
+	noCPU.hasCPU = false
+	if got := cpuRatio(sluice, noCPU, 10*time.Second); got != "" {
+		t.Errorf("cpuRatio without baseline CPU = %q, want empty", got)
+	}
+}
