@@ -51,6 +51,9 @@ func deallocateName(body []byte) (string, bool) {
 	if !ok {
 		return "", false
 	}
+	if t := bytes.TrimLeft(text, " \t\r\n"); len(t) < 10 || !bytes.EqualFold(t[:10], []byte("deallocate")) {
+		return "", false // the common case, without a copy
+	}
 	st := sqlclass.ClassifyOne(string(text))
 	if st.Command != "DEALLOCATE" || st.Effects != nil {
 		return "", false

@@ -82,8 +82,11 @@ type Machine struct {
 	internal   *wire.Error // the error of Sluice's own exchange in progress
 	row        []string    // the row of a read-back in progress
 	class      []sqlclass.Statement
-	classValid bool     // class belongs to the message offered again after a borrow
-	pendDef    *stmtDef // likewise for a Parse
+	sql        string                // the text class was made from
+	one        [1]sqlclass.Statement // Statement.Class of a Parse or Bind
+	stmt       Statement             // what the policy is shown, reused
+	classValid bool                  // class belongs to the message offered again after a borrow
+	pendDef    *stmtDef              // likewise for a Parse
 	out, cout  []byte
 }
 
@@ -249,15 +252,19 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 	if m.cfg.Mode != ModeTransaction {
 		return Decision{}, false
 	}
-	st := Statement{Borrow: borrow, InTransaction: m.srv != nil && m.tx != wire.TxIdle}
+	st := &m.stmt // reused: no allocation per statement
+	*st = Statement{Borrow: borrow, InTransaction: m.srv != nil && m.tx != wire.TxIdle}
 	switch typ {
 	case wire.MsgQuery:
-		sql, _, _ := bytes.Cut(body, []byte{0})
 		if !m.classValid {
-			m.class = sqlclass.Classify(m.class[:0], string(sql))
+			sql, _, _ := bytes.Cut(body, []byte{0})
+			if m.sql != string(sql) { // compared without a copy; clients repeat their statements
+				m.sql = string(sql)
+			}
+			m.class = sqlclass.Classify(m.class[:0], m.sql)
 			m.classValid = true
 		}
-		st.SQL, st.Class = string(sql), m.class
+		st.SQL, st.Class = m.sql, m.class
 	case wire.MsgParse:
 		_, rest, ok := bytes.Cut(body, []byte{0})
 		if !ok {
@@ -266,7 +273,8 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 		if m.pendDef == nil || m.pendDef.key != string(rest) {
 			m.pendDef = newStmtDef(rest)
 		}
-		st.SQL, st.Class, st.Extended = m.pendDef.query, []sqlclass.Statement{m.pendDef.class}, true
+		m.one[0] = m.pendDef.class
+		st.SQL, st.Class, st.Extended = m.pendDef.query, m.one[:], true
 	case wire.MsgBind:
 		_, name, ok := bindHead(body)
 		if !ok {
@@ -279,11 +287,12 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 		if def == nil {
 			return Decision{}, false
 		}
-		st.SQL, st.Class, st.Extended = def.query, []sqlclass.Statement{def.class}, true
+		m.one[0] = def.class
+		st.SQL, st.Class, st.Extended = def.query, m.one[:], true
 	default:
 		return Decision{}, false
 	}
-	return m.policy.Decide(&st), true
+	return m.policy.Decide(st), true
 }
 
 // forward takes a client message while a server connection is held.

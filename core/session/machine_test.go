@@ -616,3 +616,25 @@ func TestTranscriptUnnamedStatementFollowsTheClient(t *testing.T) {
 		t.Fatal("unnamed statement survived a simple Query")
 	}
 }
+
+// The borrow of a transaction costs no allocation in the machine beyond the
+// classifier's own (none for a plain SELECT).
+func TestSimpleTransactionDoesNotAllocate(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	q := query("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+	z := rfq('I')
+	srv := newServer()
+	h.m.Attach(srv)
+	h.m.detach()
+	allocs := testing.AllocsPerRun(100, func() {
+		st := h.m.Client(q[0], len(q)-5, q[5:])
+		if st.Need == NeedServer {
+			h.m.Attach(srv)
+			h.m.Client(q[0], len(q)-5, q[5:])
+		}
+		h.m.Server(z[0], 1, z[5:])
+	})
+	if allocs > 0 {
+		t.Fatalf("a transaction allocates %.1f times in the machine", allocs)
+	}
+}
