@@ -88,33 +88,9 @@ func (r *Reader) ReadMessage() (typ byte, body []byte, err error) {
 	return typ, body, nil
 }
 
-// ErrWrite wraps errors from the writing side of Forward, so that callers
+// ErrWrite wraps errors from the writing side of CopyTo, so that callers
 // can tell which peer failed.
 var ErrWrite = errors.New("write to peer failed")
-
-// Forward copies the message whose header was just peeked (body length n)
-// to w without decoding it, in buffer-sized chunks. The whole message is
-// always consumed from r, even when writing fails (the write error is then
-// returned wrapped in ErrWrite), so that r stays at a message boundary.
-func (r *Reader) Forward(w *Writer, n int) error {
-	remaining := HeaderLen + n
-	var werr error
-	for remaining > 0 {
-		b, err := r.br.Peek(min(remaining, bufferSize))
-		if err != nil {
-			return unexpected(err)
-		}
-		if werr == nil {
-			_, werr = w.bw.Write(b)
-		}
-		r.br.Discard(len(b))
-		remaining -= len(b)
-	}
-	if werr != nil {
-		return fmt.Errorf("%w: %w", ErrWrite, werr)
-	}
-	return nil
-}
 
 // PeekBody returns the first k bytes of the body of the message whose
 // header was just peeked, without consuming anything. k must not exceed the
@@ -125,12 +101,6 @@ func (r *Reader) PeekBody(k int) ([]byte, error) {
 		return nil, unexpected(err)
 	}
 	return b[HeaderLen:], nil
-}
-
-// Skip discards the message whose header was just peeked (body length n).
-func (r *Reader) Skip(n int) error {
-	_, err := r.br.Discard(HeaderLen + n)
-	return unexpected(err)
 }
 
 func unexpected(err error) error {

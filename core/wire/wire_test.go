@@ -108,7 +108,7 @@ func TestForwardKeepsMessageBoundaries(t *testing.T) {
 			t.Fatal(err)
 		}
 		types = append(types, typ)
-		if err := r.Forward(w, n); err != nil {
+		if err := r.CopyTo(w, HeaderLen+n); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +129,7 @@ func TestForwardConsumesTheMessageWhenWritingFails(t *testing.T) {
 	in.Write(AppendReadyForQuery(nil, TxIdle))
 	r := NewReader(&in)
 	_, n, _ := r.PeekHeader()
-	if err := r.Forward(NewWriter(failWriter{}), n); !errors.Is(err, ErrWrite) {
+	if err := r.CopyTo(NewWriter(failWriter{}), HeaderLen+n); !errors.Is(err, ErrWrite) {
 		t.Fatalf("err = %v, want ErrWrite", err)
 	}
 	typ, body, err := r.ReadMessage()
