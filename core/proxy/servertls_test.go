@@ -235,27 +235,7 @@ func TestCancelOverServerTLS(t *testing.T) {
 	if !serverUsesTLS(t, c) {
 		t.Fatal("the server connection is not encrypted")
 	}
-	su := e.superuser(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Exec(ctx, "SELECT pg_sleep(30) /* tls-cancel */")
-		errc <- err
-	}()
-	waitForQuery(t, su, "tls-cancel")
-	start := time.Now()
-	cancel()
-	select {
-	case err := <-errc:
-		if code := sqlstate(err); code != "57014" {
-			t.Fatalf("pg_sleep(30) ended with %v, want SQLSTATE 57014", err)
-		}
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("cancel took %s, want under 1s", d)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("query not cancelled within 5s")
-	}
+	cancelSleep(t, e, c, "tls-cancel")
 	if !serverUsesTLS(t, c) {
 		t.Error("after the cancel: the server connection is not encrypted")
 	}
