@@ -19,18 +19,13 @@ func (c *Conn) AwaitReadable() error {
 	if err != nil {
 		return err
 	}
-	waited := false
 	var buf [1]byte
 	rerr := raw.Read(func(fd uintptr) bool {
-		if waited {
-			return true
-		}
+		// Peek on every call: the poller may report readiness left over
+		// from data that was read since, and a wake-up that is taken for
+		// data would send the session to read a server that owes nothing.
 		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if n > 0 || err == nil || (err != syscall.EAGAIN && err != syscall.EWOULDBLOCK) {
-			return true // data, end of file or an error: all worth a read
-		}
-		waited = true
-		return false
+		return n > 0 || err == nil || (err != syscall.EAGAIN && err != syscall.EWOULDBLOCK)
 	})
 	return rerr
 }
