@@ -180,7 +180,7 @@ func (s *Session) borrow(ctx context.Context, route session.Route, typ byte, n i
 func (s *Session) serveServer(ctx context.Context) error {
 	srv := s.srv
 	if srv.R.Buffered() < wire.HeaderLen {
-		if err := s.flushBoth(ctx); err != nil || s.srv != srv {
+		if err := s.unstall(ctx); err != nil || s.srv != srv {
 			return err
 		}
 	}
@@ -189,11 +189,31 @@ func (s *Session) serveServer(ctx context.Context) error {
 	if err != nil {
 		return s.serverReadFailed(ctx, err)
 	}
+	if srv.R.Buffered() < wire.HeaderLen+n {
+		// The rest of the message may wait in the server's output buffer
+		// for more input: the read below must not wait for what the
+		// server waits for.
+		if err := s.unstall(ctx); err != nil || s.srv != srv {
+			return err
+		}
+	}
 	body, inHeap, err := s.readBody(srv.R, n, s.m.ServerNeeds(typ, n))
 	if err != nil {
 		return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
 	}
 	return s.perform(ctx, s.m.Server(typ, n, body), typ, n, inHeap, fromServer)
+}
+
+// unstall makes sure the server has all it needs to send what it owes
+// before the session waits for it: what is buffered for it, and a Flush
+// when it may be holding replies back.
+func (s *Session) unstall(ctx context.Context) error {
+	if f := s.m.Unstall(); f != nil {
+		if _, err := s.srv.W.Write(f); err != nil {
+			return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
+		}
+	}
+	return s.flushBoth(ctx)
 }
 
 // armQueryTimeout keeps the server read deadline in line with query_timeout.

@@ -64,10 +64,14 @@ type Machine struct {
 	// policyReason is the text of pinPolicy.
 	policyReason string
 
-	srv    *pool.ServerState // the held connection, or nil
-	q      replyQueue
-	tx     byte // transaction status of the last ReadyForQuery
-	batch  bool // extended-protocol messages sent since the last Sync
+	srv   *pool.ServerState // the held connection, or nil
+	q     replyQueue
+	tx    byte // transaction status of the last ReadyForQuery
+	batch bool // extended-protocol messages sent since the last Sync
+	// held: the server may hold back its replies, as it flushes its output
+	// only at a Sync, a Flush or the end of a simple Query; Unstall asks it
+	// to send them.
+	held   bool
 	copyIn bool // the server waits for the client's COPY data
 	// Clients send COPY data without waiting for CopyInResponse: copyEnds
 	// counts the CopyDone and CopyFail the client sent, copies the
@@ -138,6 +142,10 @@ func (m *Machine) Expect() Expect {
 		// The server waits for the client's data, but reports an error in
 		// it at once (clients stop sending when they see it).
 		return ExpectMaybe
+	case m.q.requests > 0 && m.held:
+		// Owed, but the server sends them when its buffer fills or at
+		// the client's Sync: the client is read meanwhile.
+		return ExpectMaybe
 	case m.q.requests > 0:
 		return ExpectReplies
 	case m.gone:
@@ -146,6 +154,21 @@ func (m *Machine) Expect() Expect {
 		return ExpectMaybe
 	}
 	return ExpectNothing
+}
+
+// flushMsg is a Flush message.
+var flushMsg = []byte{wire.MsgFlush, 0, 0, 0, 4}
+
+// Unstall returns a Flush for the server when it may be holding back
+// replies the engine is about to wait for (part of a message can sit in
+// its output buffer until it has more input), and nil otherwise. A Flush
+// has no reply of its own.
+func (m *Machine) Unstall() []byte {
+	if m.srv == nil || !m.held || m.copyIn {
+		return nil
+	}
+	m.held = false
+	return flushMsg
 }
 
 // ClientNeeds returns how many bytes of the body of a client message of
@@ -210,7 +233,11 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 		return Step{}
 	}
 	if (typ == wire.MsgCopyDone || typ == wire.MsgCopyFail) && m.srv != nil {
-		m.copyEnds++
+		// With nothing owed no COPY can be under way or about to start:
+		// the end belongs to a COPY the server refused, and it drops it.
+		if m.copyIn || m.batch || m.q.requests > 0 {
+			m.copyEnds++
+		}
 		m.copyIn = false
 	}
 	if m.copyIn {
@@ -308,6 +335,7 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 	case wire.MsgQuery:
 		if rewriting && m.deallocate(body) {
 			m.out = out
+			m.held = m.held || len(out) > 0
 			s := m.deallocated(all)
 			s.ToServer = out
 			return s
@@ -390,6 +418,13 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		m.batch = false
 	case wire.MsgFunctionCall:
 		m.q.push(reply{kind: replySync})
+	}
+	switch typ {
+	case wire.MsgQuery, wire.MsgSync, wire.MsgFlush, wire.MsgFunctionCall:
+		m.held = false
+	case wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+	default:
+		m.held = true
 	}
 	m.out = out
 	step.ToServer = out
@@ -567,6 +602,7 @@ func (m *Machine) own(purpose internalPurpose, sql string, names []string) Step 
 	m.q.push(reply{kind: replyInternal, purpose: purpose, names: names})
 	m.internal, m.row = nil, nil
 	m.out = wire.AppendQuery(m.out[:0], sql)
+	m.held = false
 	return Step{ToServer: m.out}
 }
 
@@ -666,7 +702,7 @@ func (m *Machine) Attach(srv *pool.ServerState) Step {
 	m.srv = srv
 	m.q.reset()
 	m.tx = wire.TxIdle
-	m.batch, m.copyIn, m.sawFatal = false, false, false
+	m.batch, m.held, m.copyIn, m.sawFatal = false, false, false, false
 	if m.login != nil {
 		return m.loginAttached()
 	}
@@ -705,6 +741,13 @@ func (m *Machine) ClientGone() Step {
 		m.detach()
 		return Step{Release: ReleaseDiscard, Cancel: true, End: true}
 	}
+	if m.cfg.Mode == ModeSession && (m.tx != wire.TxIdle || m.batch) {
+		// The client was given this backend's PID: leaving in the middle
+		// of a transaction ends that backend, as it would directly (and as
+		// PgBouncer does), so no later client sees the same PID.
+		m.detach()
+		return Step{Release: ReleaseDiscard, End: true}
+	}
 	return m.cleanup()
 }
 
@@ -721,6 +764,7 @@ func (m *Machine) cleanup() Step {
 		out = wire.AppendQuery(out, "ROLLBACK")
 		m.q.push(reply{kind: replyInternal, purpose: internalReset})
 	}
+	m.held = false // what is sent ends with a simple Query
 	if m.pins != 0 || m.params.due() {
 		out = wire.AppendQuery(out, "DISCARD ALL")
 		m.q.push(reply{kind: replyInternal, purpose: internalReset})
@@ -779,7 +823,7 @@ func (m *Machine) failServer(e *wire.Error) Step {
 func (m *Machine) detach() {
 	m.srv = nil
 	m.q.reset()
-	m.batch, m.copyIn, m.syncing, m.sawFatal = false, false, false, false
+	m.batch, m.held, m.copyIn, m.syncing, m.sawFatal = false, false, false, false, false
 	m.tx = wire.TxIdle
 }
 

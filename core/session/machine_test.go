@@ -376,6 +376,56 @@ func TestTranscriptExtendedCopyInIgnoresSync(t *testing.T) {
 	}
 }
 
+// A client that sends its COPY data after the server refused the COPY (as
+// pgx does with a slow reader): the server drops it, and the next COPY
+// waits for its own data.
+func TestTranscriptCopyDataAfterRefusedCopy(t *testing.T) {
+	h := newHarness(t, ModeSession)
+	h.client(query("COPY nosuchtable FROM STDIN"))
+	h.server(errResp("42P01", "relation does not exist"), rfq('I'))
+	h.client(msg('d', []byte("1\n")))
+	h.client(msg('c')) // dropped by the server: nothing owed
+	h.expect(ExpectMaybe)
+	h.client(query("COPY t FROM STDIN"))
+	h.server(msg('G', byte(0), int16(0)))
+	h.expect(ExpectMaybe) // waits for this COPY's data, not for a reply
+	h.client(msg('d', []byte("1\n")))
+	h.client(msg('c'))
+	h.expect(ExpectReplies)
+	h.server(cc("COPY 1"), rfq('I'))
+	h.expect(ExpectMaybe)
+}
+
+// A pipeline without Sync: the server may hold its replies back until it
+// has more input, so the client is read meanwhile, and before the engine
+// waits for the server it sends one Flush.
+func TestTranscriptPipelineWithoutSyncIsNotAwaited(t *testing.T) {
+	h := newHarness(t, ModeSession)
+	h.client(query("SELECT 1"))
+	h.expect(ExpectReplies) // a simple Query's answer is sent at once
+	h.client(parse("", "SELECT 2"))
+	h.client(bind("", ""))
+	h.client(execute())
+	h.expect(ExpectMaybe) // the Query's answer is owed, the rest may be held
+	if f := h.m.Unstall(); types(f) != "H" {
+		t.Fatalf("Unstall = %q, want a Flush", types(f))
+	}
+	if f := h.m.Unstall(); f != nil {
+		t.Fatal("a second Flush with nothing sent since")
+	}
+	h.expect(ExpectReplies)
+	h.client(execute())
+	h.client(msg('H'))
+	h.expect(ExpectReplies)
+	h.client(syncMsg())
+	if f := h.m.Unstall(); f != nil {
+		t.Fatal("Flush after a Sync")
+	}
+	h.server(cc("SELECT 1"), rfq('I'), msg('1'), msg('2'), cc("SELECT 1"), cc("SELECT 1"), rfq('I'))
+	check(t, "to client", h.toCli(), "C ZI 1 2 C C ZI")
+	h.expect(ExpectMaybe)
+}
+
 func TestTranscriptCopyOut(t *testing.T) {
 	h := newHarness(t, ModeTransaction)
 	h.client(query("COPY t TO STDOUT"))
@@ -500,6 +550,19 @@ func TestTranscriptClientLeavesInTransaction(t *testing.T) {
 		t.Fatalf("after cleanup: %+v", st)
 	}
 	check(t, "to client", h.toCli(), "C ZT")
+}
+
+// In session mode the client holds a real backend's PID: leaving inside a
+// transaction ends that backend instead of handing it to the next client.
+func TestTranscriptSessionClientLeavesInTransaction(t *testing.T) {
+	h := newHarness(t, ModeSession)
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	h.sent()
+	st := h.m.ClientGone()
+	if st.Release != ReleaseDiscard || !st.End || len(st.ToServer) != 0 {
+		t.Fatalf("session client gone in a transaction: %+v", st)
+	}
 }
 
 func TestTranscriptSessionModeKeyAndPassThrough(t *testing.T) {

@@ -46,7 +46,7 @@ func (m *Machine) rejectHeld(typ byte, all int, out []byte, e *wire.Error) Step 
 	if typ == wire.MsgQuery || typ == wire.MsgFunctionCall {
 		out = wire.AppendQuery(out, sql)
 		m.q.push(reply{kind: replySync, query: true})
-		m.batch = false
+		m.batch, m.held = false, false
 	} else {
 		// Parse, Bind and Execute of the unnamed statement: its
 		// ParseComplete and BindComplete are Sluice's, the error is the
@@ -61,7 +61,7 @@ func (m *Machine) rejectHeld(typ byte, all int, out []byte, e *wire.Error) Step 
 		m.srv.UnnamedKey = ""
 		m.q.push(reply{kind: replyParseSwallow, unnamed: true})
 		m.q.push(reply{kind: replyBindSwallow})
-		m.batch = true
+		m.batch, m.held = true, true
 		m.discarding = true
 	}
 	m.out = out
