@@ -7,6 +7,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 15m
+CONSUL_MOD := discovery/consul/agent
 
 .PHONY: all deps build test run bench lint fuzz clean
 
@@ -14,8 +15,9 @@ all: build
 
 # deps installs what is missing (PostgreSQL 15 server and client, PgBouncer,
 # the JDBC driver) from Debian's packages and node-postgres from npm for the
-# driver tests; it is a fast no-op when everything is present.
-deps:
+# driver tests, and builds the Consul agent bin/consul; it is a fast no-op
+# when everything is present.
+deps: $(BIN)/consul
 	@if [ -x $(PGBIN)/initdb ] && command -v psql >/dev/null && command -v pgbench >/dev/null && \
 	   { command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; }; then :; else \
 	  echo "installing postgresql-15 and pgbouncer"; \
@@ -28,6 +30,15 @@ deps:
 	    $$(command -v npm >/dev/null || echo npm) >/dev/null; }
 	@[ -d core/proxy/testdata/node/node_modules/pg ] || (cd core/proxy/testdata/node && npm ci --no-audit --no-fund --silent)
 	@$(GO) mod download
+
+# bin/consul is the Consul agent that discovery/consultest starts: v1.14.11, the
+# last MPL-2.0 release, built from source (Go module proxy) in the tools module
+# $(CONSUL_MOD); about 4 minutes once, rebuilt only when missing or older than
+# that module's go.mod. The touch keeps it newer when go build leaves it as is.
+$(BIN)/consul: $(CONSUL_MOD)/go.mod
+	@echo "building $@ (Consul v1.14.11 from source; a few minutes the first time)"
+	@cd $(CONSUL_MOD) && $(GO) build -o $(CURDIR)/$@ github.com/hashicorp/consul
+	@touch $@
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/sluice ./cmd/sluice
