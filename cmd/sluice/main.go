@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/proxy"
+	"github.com/sluicedb/sluice/discovery"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -64,7 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer log.Sync()
-	p, err := proxy.New(cfg, log)
+	opts, err := discovery.Options(cfg, log)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	p, err := proxy.New(cfg, log, opts...)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

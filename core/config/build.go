@@ -86,6 +86,10 @@ func (b *builder) listener(name string, body map[string]any) Listener {
 	l := Listener{Name: name}
 	b.str(&l.Address, path, body, "address")
 	b.str(&l.Cluster, path, body, "cluster")
+	var role string
+	if b.str(&role, path, body, "role") {
+		l.Role = Role(role)
+	}
 	b.boolean(&l.RequireTLS, path, body, "require_tls")
 	if tls, ok := body["tls"].(map[string]any); ok {
 		l.TLS = &TLS{}
@@ -100,6 +104,15 @@ func (b *builder) cluster(name string, body map[string]any) Cluster {
 	path := joinNamed("", "cluster", name)
 	c := Cluster{Name: name, TLS: ServerTLS{Mode: DefaultServerTLSMode}}
 	b.str(&c.Writer, path, body, "writer")
+	b.strList(&c.Replicas, path, body, "replicas")
+	b.strList(&c.Hosts, path, body, "hosts")
+	b.str(&c.MonitorUser, path, body, "monitor_user")
+	b.str(&c.MonitorPassword, path, body, "monitor_password")
+	b.duration(&c.HealthCheckInterval, path, body, "health_check_interval")
+	var fb string
+	if b.str(&fb, path, body, "reader_fallback") {
+		c.ReaderFallback = ReaderFallback(fb)
+	}
 	if tls, ok := body["tls"].(map[string]any); ok {
 		var mode string
 		if b.str(&mode, join(path, "tls"), tls, "mode") {

@@ -42,6 +42,10 @@ type Listener struct {
 	Address string
 	// Cluster is the name of the cluster block clients are routed to.
 	Cluster string
+	// Role is where the listener's transactions go by default (role):
+	// RoleWriter (also when empty), or RoleReader for the cluster's
+	// replicas.
+	Role Role
 	// RequireTLS rejects clients that do not negotiate TLS (require_tls).
 	RequireTLS bool
 	// TLS is the tls block, or nil when the listener does not offer TLS.
@@ -55,6 +59,27 @@ type TLS struct {
 	// KeyFile is the path of the PEM private key (key_file).
 	KeyFile string
 }
+
+// Role is a listener's role.
+type Role string
+
+// The listener roles.
+const (
+	RoleWriter Role = "writer"
+	RoleReader Role = "reader"
+)
+
+// ReaderFallback says what a reader transaction does when no replica is
+// usable.
+type ReaderFallback string
+
+// The reader fallbacks.
+const (
+	// FallbackWriter sends it to the writer (the default).
+	FallbackWriter ReaderFallback = "writer"
+	// FallbackWait waits up to borrow_timeout for a replica.
+	FallbackWait ReaderFallback = "wait"
+)
 
 // PoolMode says when a server connection goes back to its pool.
 type PoolMode string
@@ -112,6 +137,22 @@ type Cluster struct {
 	Name string
 	// Writer is the host:port of the primary server (writer).
 	Writer string
+	// Replicas are the host:port of its read replicas (replicas).
+	Replicas []string
+	// ReaderFallback is what reader transactions do with no usable
+	// replica (reader_fallback); empty means FallbackWriter.
+	ReaderFallback ReaderFallback
+	// Hosts, when set, are probed for their role (hosts): the one not in
+	// recovery is the writer, the others replicas; Writer and Replicas
+	// are then not used.
+	Hosts []string
+	// MonitorUser and MonitorPassword are the credentials of the probes
+	// (monitor_user, monitor_password; the password may be a reference
+	// such as env:NAME).
+	MonitorUser, MonitorPassword string
+	// HealthCheckInterval is the time between probes
+	// (health_check_interval); zero means 1s.
+	HealthCheckInterval time.Duration
 	// TLS says whether and how Sluice encrypts its connections to the
 	// cluster's servers (the tls block). Parse fills in Mode
 	// DefaultServerTLSMode when the file leaves it out.

@@ -37,6 +37,7 @@ var schema = &key{kind: block, children: map[string]*key{
 	"listen": {kind: namedBlock, children: map[string]*key{
 		"address":     {kind: setting},
 		"cluster":     {kind: setting},
+		"role":        {kind: setting},
 		"require_tls": {kind: setting},
 		"tls": {kind: block, children: map[string]*key{
 			"cert_file": {kind: setting},
@@ -57,7 +58,13 @@ var schema = &key{kind: block, children: map[string]*key{
 		"query_timeout":               {kind: setting},
 	}},
 	"cluster": {kind: namedBlock, children: map[string]*key{
-		"writer": {kind: setting},
+		"writer":                {kind: setting},
+		"replicas":              {kind: list},
+		"reader_fallback":       {kind: setting},
+		"hosts":                 {kind: list},
+		"monitor_user":          {kind: setting},
+		"monitor_password":      {kind: setting},
+		"health_check_interval": {kind: setting},
 		"tls": {kind: block, children: map[string]*key{
 			"mode":        {kind: setting},
 			"ca_file":     {kind: setting},

@@ -86,6 +86,10 @@ func (c *Config) validateListeners(v *validation) {
 			v.problemf(join(path, "cluster"), "unknown cluster %q%s", l.Cluster, suggest(l.Cluster, sortedNames(c.Clusters)))
 		}
 
+		if l.Role != "" && l.Role != RoleWriter && l.Role != RoleReader {
+			v.oneOf(join(path, "role"), string(l.Role), string(RoleWriter), string(RoleReader))
+		}
+
 		if l.TLS == nil {
 			if l.RequireTLS {
 				v.problemf(join(path, "require_tls"), "needs a tls block with cert_file and key_file")
@@ -111,7 +115,25 @@ func (c *Config) validateClusters(v *validation) {
 		if cl.Name != name {
 			v.problemf(path, "Name %q does not match the block name", cl.Name)
 		}
-		v.address(join(path, "writer"), cl.Writer)
+		if len(cl.Hosts) > 0 {
+			if cl.Writer != "" || len(cl.Replicas) > 0 {
+				v.problemf(join(path, "hosts"), "cannot be combined with writer or replicas: the probes find the roles")
+			}
+			if cl.MonitorUser == "" {
+				v.problemf(join(path, "monitor_user"), "required with hosts")
+			}
+			for i, h := range cl.Hosts {
+				v.address(fmt.Sprintf("%s[%d]", join(path, "hosts"), i), h)
+			}
+		} else {
+			v.address(join(path, "writer"), cl.Writer)
+		}
+		for i, r := range cl.Replicas {
+			v.address(fmt.Sprintf("%s[%d]", join(path, "replicas"), i), r)
+		}
+		if cl.ReaderFallback != "" && cl.ReaderFallback != FallbackWriter && cl.ReaderFallback != FallbackWait {
+			v.oneOf(join(path, "reader_fallback"), string(cl.ReaderFallback), string(FallbackWriter), string(FallbackWait))
+		}
 		v.serverTLS(join(path, "tls"), cl.TLS)
 	}
 }

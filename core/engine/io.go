@@ -158,15 +158,7 @@ func (s *Session) shrink() {
 // borrow gets a server connection for route and attaches it. When the
 // borrow fails it returns the machine's answer to the message instead.
 func (s *Session) borrow(ctx context.Context, route session.Route, typ byte, n int) (*session.Step, error) {
-	p := s.pool
-	var err error
-	if route != (session.Route{}) {
-		p, err = s.env.Pool(s.user, s.database, route)
-	}
-	var srv *pool.Conn
-	if err == nil {
-		srv, err = p.Borrow(ctx)
-	}
+	srv, err := s.env.Borrow(ctx, s.user, s.database, route)
 	if err != nil {
 		st := s.m.Refuse(typ, n, borrowError(ctx, err))
 		return &st, nil
@@ -358,7 +350,8 @@ func (s *Session) pass(ctx context.Context, st session.Step, n int, inHeap bool,
 // readFailed handles a failed read in the middle of a message.
 func (s *Session) readFailed(ctx context.Context, from source, err error) error {
 	if from == fromServer {
-		return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
+		// Part of the message may have reached the client.
+		return s.perform(ctx, s.m.ServerBroke(err), 0, 0, false, fromNobody)
 	}
 	// Half a message went to the server: the connection cannot be reused.
 	if s.srv != nil {
@@ -385,6 +378,11 @@ func (s *Session) release(ctx context.Context, how session.Release, cancel bool)
 		return
 	}
 	s.srv = nil
+	if s.srvDL || !s.queryDL.IsZero() {
+		// The next borrower must not inherit a deadline of this session.
+		srv.SetReadDeadline(time.Time{})
+	}
+	s.srvDL = false
 	s.queryDL, s.cancelled = time.Time{}, false
 	s.publish()
 	if how == session.ReleaseReturn && srv.W.Buffered() > 0 && srv.W.Flush() != nil {

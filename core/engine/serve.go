@@ -83,6 +83,7 @@ func (s *Session) Serve(ctx context.Context) {
 func (s *Session) drain(ctx context.Context) {
 	if s.srv != nil {
 		s.srv.SetReadDeadline(time.Now().Add(cleanupTimeout))
+		s.srvDL = true
 	}
 	for s.srv != nil {
 		if err := s.serveServer(ctx); err != nil && s.srv != nil {
@@ -155,7 +156,7 @@ func (s *Session) login(ctx context.Context) error {
 	s.conn.SetDeadline(time.Time{})
 	s.dlUnknown = true
 
-	p, err := s.env.Pool(u, database, session.Route{})
+	p, err := s.env.Pool(ctx, u, database, session.Route{})
 	if err != nil {
 		return err
 	}

@@ -39,9 +39,15 @@ type Env struct {
 	// LookupUser returns the configured user of that name, or nil.
 	LookupUser func(name string) *User
 	// Pool returns the pool a route leads to for a backend user and
-	// database: the topology seam. The route's zero value is the writer of
-	// the session's cluster.
-	Pool func(u *User, database string, r session.Route) (*pool.Pool, error)
+	// database: the topology seam, asked at every borrow, so that a new
+	// writer or a change of replicas applies to the next transaction. The
+	// route's zero value is the listener's default role of the session's
+	// cluster. It may wait (within ctx and the borrow timeout) while the
+	// cluster has no writer.
+	Pool func(ctx context.Context, u *User, database string, r session.Route) (*pool.Pool, error)
+	// Borrow lends a server connection for a route: Pool and its Borrow,
+	// retried across a failover while the endpoint cannot be reached.
+	Borrow func(ctx context.Context, u *User, database string, r session.Route) (*pool.Conn, error)
 	// CountPin, if set, is called once per session and pin reason.
 	CountPin func(reason string)
 	// IdleInTransactionTimeout ends a client that holds a server connection
@@ -78,6 +84,7 @@ type Session struct {
 	clientDL  time.Time // the client read deadline last set
 	dlUnknown bool      // someone else may have moved the client deadline
 	queryDL   time.Time // when the requests in flight time out; zero when none
+	srvDL     bool      // a read deadline other than queryDL is set on srv (clean-up)
 	cancelled bool      // a query_timeout cancel was sent for them
 	pinBits   uint32    // the machine's pins as last published
 	// serverSpoke: the watcher saw the server send while the client was

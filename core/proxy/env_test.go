@@ -14,6 +14,7 @@ import (
 	"github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/pgtest"
 	"github.com/sluicedb/sluice/core/proxy"
+	"github.com/sluicedb/sluice/discovery"
 )
 
 // Test credentials: the client-facing user and the role Sluice uses on the server.
@@ -29,9 +30,13 @@ type testEnv struct {
 	pg    *pgtest.Server
 	proxy *proxy.Proxy
 	addr  string
-	cfg   string
-	done  chan struct{}
-	stop  context.CancelFunc
+	// replicas and readerAddr are set with envOptions.replicas: streaming
+	// replicas of pg, and the address of listener "reader" (role reader).
+	replicas   []*pgtest.Server
+	readerAddr string
+	cfg        string
+	done       chan struct{}
+	stop       context.CancelFunc
 }
 
 // envOptions tunes newEnv.
@@ -42,7 +47,14 @@ type envOptions struct {
 	pinning string // lines inside the pinning block
 	cluster string // extra lines inside the cluster block
 	admin   string // lines inside the admin block, such as address = "127.0.0.1:0"
-	pg      pgtest.Options
+	// replicas starts that many streaming replicas, lists them in the
+	// cluster block and adds listener "reader" with role = "reader".
+	replicas int
+	// probe lists the primary and the replicas as cluster hosts, whose
+	// roles Sluice's probes find (every 100ms), instead of writer and
+	// replicas.
+	probe bool
+	pg    pgtest.Options
 }
 
 // newEnv starts PostgreSQL with role "app" (password backendPass) and a
@@ -62,6 +74,27 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 	e := &testEnv{t: t, pg: pg}
+	reader := ""
+	members := fmt.Sprintf("writer = %q", pg.Addr())
+	if o.replicas > 0 {
+		var addrs []string
+		for range o.replicas {
+			r := pg.AddReplica(t)
+			e.replicas = append(e.replicas, r)
+			addrs = append(addrs, fmt.Sprintf("%q", r.Addr()))
+		}
+		members += "\n  replicas = [" + strings.Join(addrs, ", ") + "]"
+		if o.probe {
+			members = fmt.Sprintf("hosts = [%q, %s]\n  monitor_user = %q\n  monitor_password = %q\n  health_check_interval = \"100ms\"",
+				pg.Addr(), strings.Join(addrs, ", "), pgtest.Superuser, pg.SuperuserPassword())
+		}
+		reader = `
+listen "reader" {
+  address = "127.0.0.1:0"
+  cluster = "main"
+  role    = "reader"
+}`
+	}
 	if o.auth == "" {
 		o.auth = "scram-sha-256"
 	}
@@ -70,12 +103,12 @@ listen "main" {
   address = "127.0.0.1:0"
   cluster = "main"
   %s
-}
+}%s
 pool {
   %s
 }
 cluster "main" {
-  writer = %q
+  %s
   %s
 }
 auth {
@@ -96,18 +129,25 @@ log {
   level = "debug"
 }
 shutdown_timeout = "2s"
-`, o.listen, o.pool, pg.Addr(), o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin)
+`, o.listen, reader, o.pool, members, o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)
 	}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	p, err := proxy.New(cfg, log)
+	opts, err := discovery.Options(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.New(cfg, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.proxy = p
 	e.addr = p.Addr("main").String()
+	if a := p.Addr("reader"); a != nil {
+		e.readerAddr = a.String()
+	}
 	sctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
 	e.done = make(chan struct{})

@@ -48,9 +48,8 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		return
 	}
 
-	cluster := l.cluster
 	key := p.newKey()
-	s := engine.New(p.nextID.Add(1), conn, startup, key, p.sessionEnv(st0, cluster), p.log)
+	s := engine.New(p.nextID.Add(1), conn, startup, key, p.sessionEnv(st0, l.cluster, l.role), p.log)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -76,17 +75,28 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 
 // sessionEnv is what a session of a listener's cluster needs, under the
 // configuration st.
-func (p *Proxy) sessionEnv(st *state, cluster string) *engine.Env {
+func (p *Proxy) sessionEnv(st *state, cluster string, role session.Role) *engine.Env {
+	// resolve fills in a route's defaults: the listener's cluster and role.
+	resolve := func(r session.Route) session.Route {
+		if r.Cluster == "" {
+			r.Cluster = cluster
+		}
+		if r.Role == session.RoleDefault {
+			r.Role = role
+		}
+		return r
+	}
 	return &engine.Env{
 		Session:    st.session,
 		AuthMethod: auth.Method(st.cfg.Auth.Method),
 		LookupUser: func(name string) *engine.User { return p.state.Load().users[name] },
-		Pool: func(u *engine.User, database string, r session.Route) (*pool.Pool, error) {
-			c := cluster
-			if r.Cluster != "" {
-				c = r.Cluster
-			}
-			return p.poolFor(c, u, database)
+		Pool: func(ctx context.Context, u *engine.User, database string, r session.Route) (*pool.Pool, error) {
+			r = resolve(r)
+			return p.poolFor(ctx, r.Cluster, r.Role, u, database)
+		},
+		Borrow: func(ctx context.Context, u *engine.User, database string, r session.Route) (*pool.Conn, error) {
+			r = resolve(r)
+			return p.borrow(ctx, r.Cluster, r.Role, u, database)
 		},
 		CountPin:                 p.countPin,
 		Rekey:                    p.rekey,

@@ -99,3 +99,22 @@ func TestNotificationsWhileBusy(t *testing.T) {
 		})
 	}
 }
+
+// A pinned client that leaves has its connection cleaned (DISCARD ALL)
+// under a deadline of its own; the next client borrowing that connection
+// must not inherit the deadline (pgx's suite saw 08006 "i/o timeout" five
+// seconds after a listener left).
+func TestNoDeadlineInheritedAfterCleanup(t *testing.T) {
+	e := newEnv(t, envOptions{pool: oneConnPool})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := e.connect(t)
+	if _, err := a.Exec(ctx, "LISTEN gone"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close(ctx)
+	b := e.connect(t)
+	if _, err := b.Exec(ctx, "SELECT pg_sleep(6)"); err != nil {
+		t.Fatalf("a query on the connection a pinned client left: %v", err)
+	}
+}

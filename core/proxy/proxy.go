@@ -66,6 +66,8 @@ type Proxy struct {
 	pinMu     sync.Mutex
 	pinCounts map[string]uint64
 
+	topo topologies
+
 	nextID    atomic.Uint64
 	conns     sync.WaitGroup // sessions and cancel handlers
 	loops     sync.WaitGroup // accept loops and the sweeper
@@ -76,14 +78,15 @@ type Proxy struct {
 type listener struct {
 	name    string
 	cluster string
+	role    session.Role // the default role of its transactions
 	ln      net.Listener
 }
 
-type poolKey struct{ addr, database, user string }
+type poolKey struct{ cluster, addr, database, user string }
 
 // New validates cfg, resolves its secrets and binds its listeners, so that
 // Addr is known when it returns. Nothing is served until Serve.
-func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
+func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Proxy, error) {
 	st, err := newState(cfg)
 	if err != nil {
 		return nil, err
@@ -98,14 +101,18 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 		startupTimeout: startupTimeout,
 	}
 	p.state.Store(st)
+	for _, o := range opts {
+		o(p)
+	}
 	for _, lc := range cfg.Listeners {
 		ln, err := net.Listen("tcp", lc.Address)
 		if err != nil {
 			p.closeListeners()
 			return nil, fmt.Errorf("listen %q: %w", lc.Name, err)
 		}
-		p.listeners = append(p.listeners, &listener{name: lc.Name, cluster: lc.Cluster, ln: ln})
+		p.listeners = append(p.listeners, &listener{name: lc.Name, cluster: lc.Cluster, role: roleOf(lc), ln: ln})
 	}
+	p.startTopology(cfg)
 	if cfg.Admin.Address != "" {
 		ln, err := net.Listen("tcp", cfg.Admin.Address)
 		if err != nil {
@@ -313,6 +320,7 @@ func (p *Proxy) Close() error {
 			s.Close()
 		}
 		p.conns.Wait()
+		p.stopTopology()
 		p.loops.Wait()
 		p.mu.Lock()
 		for _, pl := range p.pools {
@@ -357,7 +365,9 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 	p.mu.Unlock()
 	for i, l := range cfg.Listeners {
 		p.listeners[i].cluster = l.Cluster
+		p.listeners[i].role = roleOf(l)
 	}
+	p.reloadTopology(cfg)
 	p.log.Info("configuration reloaded", zap.Int("max_connections", cfg.Pool.MaxConnections))
 	return nil
 }
@@ -370,43 +380,6 @@ func poolSettings(cfg *config.Config) pool.Settings {
 		IdleTimeout:        cfg.Pool.ServerIdleTimeout,
 		Lifetime:           cfg.Pool.ServerLifetime,
 	}
-}
-
-// poolFor returns (creating on first use) the pool of a cluster's writer
-// for a backend user and database.
-func (p *Proxy) poolFor(clusterName string, u *engine.User, database string) (*pool.Pool, error) {
-	st := p.state.Load()
-	cl, ok := st.cfg.Clusters[clusterName]
-	if !ok {
-		return nil, wire.Fatalf(wire.CodeConnectionFailure, "cluster %q is not configured", clusterName)
-	}
-	key := poolKey{addr: cl.Writer, database: database, user: u.BackendUser}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil, wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command")
-	}
-	if pl, ok := p.pools[key]; ok {
-		return pl, nil
-	}
-	ep := pool.Endpoint{
-		Addr: cl.Writer, Name: fmt.Sprintf("cluster %q", clusterName),
-		Database: database, User: u.BackendUser, Password: u.BackendPassword,
-		InitQuery: st.cfg.Pool.InitQuery, ConnectTimeout: st.cfg.Pool.ConnectTimeout,
-		TLS: st.servers[clusterName],
-	}
-	name := fmt.Sprintf("%q (user %q, database %q)", clusterName, u.BackendUser, database)
-	dial := func(ctx context.Context) (*pool.Conn, error) {
-		// A reload's cluster TLS settings apply to the next connection.
-		ep := ep
-		if t, ok := p.state.Load().servers[clusterName]; ok {
-			ep.TLS = t
-		}
-		return pool.Connect(ctx, ep)
-	}
-	pl := pool.New(name, dial, poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
-	p.pools[key] = pl
-	return pl, nil
 }
 
 // newKey returns a BackendKeyData no session has.

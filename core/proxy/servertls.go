@@ -53,3 +53,8 @@ func loadServerTLS(c config.ServerTLS) (pool.TLS, error) {
 	}
 	return t, nil
 }
+
+// ServerTLS returns the TLS settings a cluster block's tls block makes for
+// connections to its servers, for other packages that connect to them
+// (discovery's probes).
+func ServerTLS(c config.Cluster) (pool.TLS, error) { return loadServerTLS(c.TLS) }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/sqlclass"
@@ -81,6 +82,10 @@ type Machine struct {
 	discarding       bool // after a reject in a batch: client messages are dropped up to Sync
 	sawFatal         bool // the server sent a FATAL: it closes next
 	gone             bool // the client left; the held connection is being cleaned up
+	// lostTx: the server connection of the client's open transaction was
+	// lost; the client is answered as in a failed transaction until it
+	// sends ROLLBACK.
+	lostTx bool
 
 	login      *loginState
 	internal   *wire.Error // the error of Sluice's own exchange in progress
@@ -226,7 +231,11 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 		}
 		m.discarding = false
 		if m.srv == nil {
-			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], wire.TxIdle)}
+			status := byte(wire.TxIdle)
+			if m.lostTx {
+				status = wire.TxFailed
+			}
+			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], status)}
 		}
 		m.q.push(reply{kind: replySync})
 		m.batch = false
@@ -245,6 +254,9 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 	}
 	if m.syncing {
 		return Step{Need: NeedReplies}
+	}
+	if m.lostTx && m.srv == nil {
+		return m.lostReply(typ, all, body)
 	}
 	if m.srv == nil {
 		switch typ {
@@ -794,7 +806,92 @@ func (m *Machine) finishCleanup() Step {
 // ServerGone tells the machine the held connection failed (err from
 // reading or writing it). The step discards it and ends the session,
 // telling the client why unless the server already sent its own FATAL.
+//
+// In transaction mode a client that is not pinned survives it (a failover
+// underneath it): what it was owed is answered with an error, 08007 when a
+// request was in flight (it may or may not have committed), and an open
+// transaction is failed until the client's ROLLBACK; its next transaction
+// borrows afresh. Pinned clients, whose session state lived on that
+// connection, are ended with 08006.
 func (m *Machine) ServerGone(err error) Step {
+	if m.srv == nil {
+		return Step{}
+	}
+	if m.cfg.Mode != ModeTransaction || m.pins != 0 || m.sawFatal || m.gone || m.login != nil || m.syncing {
+		return m.serverBroken(err)
+	}
+	owed := 0
+	for i := m.q.head; i < len(m.q.items); i++ {
+		if m.q.items[i].kind == replySync {
+			owed++
+		}
+	}
+	inTx := m.tx != wire.TxIdle
+	m.detach()
+	out := m.cout[:0]
+	status := byte(wire.TxIdle)
+	if inTx {
+		status = wire.TxFailed
+		m.lostTx = true
+	}
+	if owed > 0 {
+		e := wire.Errorf(wire.CodeResolutionUnknown,
+			"the connection to the database server was lost while a request was in flight; its outcome is unknown").Wrap(err)
+		e.Hint = "The server may have failed over. Check whether the transaction committed before retrying it."
+		out = e.Encode(out)
+		for range owed {
+			out = wire.AppendReadyForQuery(out, status)
+		}
+	}
+	m.cout = out
+	return Step{ToClient: out, Release: ReleaseDiscard}
+}
+
+// lostReply answers a client message while its transaction is lost: a
+// ROLLBACK ends it, anything else fails as in an aborted transaction.
+func (m *Machine) lostReply(typ byte, all int, body []byte) Step {
+	switch typ {
+	case wire.MsgQuery:
+		if isRollback(body) {
+			m.lostTx = false
+			out := wire.AppendMessage(m.cout[:0], wire.MsgCommandComplete, []byte("ROLLBACK\x00"))
+			m.cout = wire.AppendReadyForQuery(out, wire.TxIdle)
+			return Step{Skip: all, ToClient: m.cout}
+		}
+		out := m.errLost().Encode(m.cout[:0])
+		m.cout = wire.AppendReadyForQuery(out, wire.TxFailed)
+		return Step{Skip: all, ToClient: m.cout}
+	case wire.MsgSync:
+		m.cout = wire.AppendReadyForQuery(m.cout[:0], wire.TxFailed)
+		return Step{Skip: all, ToClient: m.cout}
+	case wire.MsgFlush, wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+		return Step{Skip: all}
+	}
+	m.discarding = true
+	m.cout = m.errLost().Encode(m.cout[:0])
+	return Step{Skip: all, ToClient: m.cout}
+}
+
+func (m *Machine) errLost() *wire.Error {
+	e := wire.Errorf(wire.CodeSerializationFailure,
+		"the transaction was lost with its connection to the database server (a failover?); ROLLBACK and retry it")
+	return e
+}
+
+// isRollback reports a simple Query that is only ROLLBACK or ABORT.
+func isRollback(body []byte) bool {
+	sql, _, _ := bytes.Cut(body, []byte{0})
+	s := strings.ToLower(strings.TrimRight(strings.TrimSpace(string(sql)), "; \t\n"))
+	switch s {
+	case "rollback", "abort", "rollback transaction", "rollback work", "abort transaction", "abort work":
+		return true
+	}
+	return false
+}
+
+// ServerBroke is ServerGone when part of a server message already went to
+// the client: the client's stream cannot be resumed, and the session ends.
+func (m *Machine) ServerBroke(err error) Step {
 	if m.srv == nil {
 		return Step{}
 	}

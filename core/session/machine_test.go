@@ -701,3 +701,45 @@ func TestSimpleTransactionDoesNotAllocate(t *testing.T) {
 		t.Fatalf("a transaction allocates %.1f times in the machine", allocs)
 	}
 }
+
+// A server lost under an unpinned transaction-mode client: what was in
+// flight gets 08007 and the client stays; an open transaction is failed
+// until ROLLBACK, answered by Sluice; the next transaction borrows afresh.
+func TestTranscriptServerLostUnderTransaction(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	h.toCli()
+	h.client(query("INSERT INTO t VALUES (1)"))
+	h.sent()
+	st := h.m.ServerGone(fmt.Errorf("EOF"))
+	if st.End || st.Release != ReleaseDiscard || h.m.Holding() {
+		t.Fatalf("server lost: %+v", st)
+	}
+	check(t, "to client", typesOf(st.ToClient, false), "E ZE")
+	if !bytes.Contains(st.ToClient, []byte("08007")) {
+		t.Fatal("not 08007")
+	}
+	st = h.m.Client('Q', len(query("SELECT 1"))-5, query("SELECT 1")[5:])
+	check(t, "inside the lost transaction", typesOf(st.ToClient, false), "E ZE")
+	if !bytes.Contains(st.ToClient, []byte("40001")) || st.Need != NeedNothing {
+		t.Fatalf("inside the lost transaction: %+v", st)
+	}
+	rb := query("ROLLBACK")
+	st = h.m.Client('Q', len(rb)-5, rb[5:])
+	check(t, "ROLLBACK", typesOf(st.ToClient, false), "C ZI")
+	q := query("SELECT 1")
+	if st := h.m.Client('Q', len(q)-5, q[5:]); st.Need != NeedServer {
+		t.Fatalf("after ROLLBACK: %+v, want a borrow", st)
+	}
+}
+
+// Pinned clients' state lived on the lost connection: they are ended.
+func TestTranscriptServerLostUnderPinnedClient(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("LISTEN x"))
+	h.server(cc("LISTEN"), rfq('I'))
+	if st := h.m.ServerGone(fmt.Errorf("EOF")); !st.End {
+		t.Fatalf("pinned client survived its server: %+v", st)
+	}
+}

@@ -10,21 +10,28 @@ type Role uint8
 
 // The roles a route may name.
 const (
-	// RoleWriter is the cluster's primary: the default for everything.
-	RoleWriter Role = iota
+	// RoleDefault is the listener's role: the writer, or the replicas for
+	// a reader listener.
+	RoleDefault Role = iota
+	// RoleWriter is the cluster's primary.
+	RoleWriter
 	// RoleReplica is any healthy replica of the cluster.
 	RoleReplica
 )
 
 func (r Role) String() string {
-	if r == RoleReplica {
+	switch r {
+	case RoleWriter:
+		return "writer"
+	case RoleReplica:
 		return "replica"
 	}
-	return "writer"
+	return "default"
 }
 
 // Route says where a borrow goes: a role of the session's cluster, or of
-// the cluster named by Cluster when it is set.
+// the cluster named by Cluster when it is set. The zero Route is the
+// listener's default.
 type Route struct {
 	Role    Role
 	Cluster string
@@ -76,7 +83,7 @@ type Policy interface {
 	Decide(st *Statement) Decision
 }
 
-// DefaultPolicy routes everything to the writer and keeps the classifier's
+// DefaultPolicy routes everything to the listener's default role and keeps the classifier's
 // pin decisions.
 type DefaultPolicy struct{}
 

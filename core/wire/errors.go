@@ -12,6 +12,9 @@ import (
 const (
 	CodeProtocolViolation     = "08P01"
 	CodeConnectionFailure     = "08006"
+	CodeResolutionUnknown     = "08007" // transaction_resolution_unknown
+	CodeSerializationFailure  = "40001"
+	CodeInFailedTransaction   = "25P02"
 	CodeConnectionException   = "08000"
 	CodeUnableToConnect       = "08001" // sqlclient_unable_to_establish_sqlconnection
 	CodeInvalidAuthorization  = "28000"
