@@ -447,16 +447,21 @@ func (s *Server) SuperuserConnString(database string) string {
 
 // LogTail returns the last n lines of the server log, or "" if there is no
 // log yet. It reads at most the last 256 KiB.
-func (s *Server) LogTail(n int) string {
+func (s *Server) LogTail(n int) string { return TailFile(s.logPath, n) }
+
+// TailFile returns the last n lines of the file at path, or "" if it cannot
+// be read; it reads at most its last 256 KiB. Other test helpers (Consul's)
+// use it for their logs.
+func TailFile(path string, n int) string {
 	if n <= 0 {
 		return ""
 	}
-	f, err := os.Open(s.logPath)
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
-	if size := fileSize(s.logPath); size > logTailReadWindow {
+	if size := fileSize(path); size > logTailReadWindow {
 		if _, err := f.Seek(size-logTailReadWindow, io.SeekStart); err != nil {
 			return ""
 		}

@@ -66,6 +66,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/sluicedb/sluice/core/pgtest"
 )
 
 // BinEnv names the environment variable that, when set, is the path of the
@@ -494,30 +496,7 @@ func (a *Agent) bindFailedSince(offset int64) bool {
 
 // LogTail returns the last n lines of the agent's output, or "" if there is
 // none yet. It reads at most the last 256 KiB.
-func (a *Agent) LogTail(n int) string {
-	if n <= 0 {
-		return ""
-	}
-	f, err := os.Open(a.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if size := fileSize(a.logPath); size > logTailReadWindow {
-		if _, err := f.Seek(size-logTailReadWindow, io.SeekStart); err != nil {
-			return ""
-		}
-	}
-	b, err := io.ReadAll(io.LimitReader(f, logTailReadWindow))
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (a *Agent) LogTail(n int) string { return pgtest.TailFile(a.logPath, n) }
 
 func (a *Agent) logTailSection() string {
 	tail := a.LogTail(logTailOnFailure)
