@@ -70,7 +70,18 @@ func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
 	b.integer(&cfg.Pinning.MaxPreparedStatements, "pinning", pin, "max_prepared_statements")
 	b.integer(&cfg.Pinning.MaxClientPreparedStatements, "pinning", pin, "max_client_prepared_statements")
 
-	b.str(&cfg.Admin.Address, "admin", section(tree, "admin"), "address")
+	admin := section(tree, "admin")
+	b.str(&cfg.Admin.Address, "admin", admin, "address")
+	if reg, ok := admin["register"].(map[string]any); ok {
+		r := &Register{}
+		b.str(&r.Service, "admin.register", reg, "service")
+		b.rawList(&r.Tags, "admin.register", reg, "tags")
+		b.str(&r.Consul, "admin.register", reg, "consul")
+		b.str(&r.Token, "admin.register", reg, "token")
+		b.str(&r.Address, "admin.register", reg, "address")
+		b.duration(&r.CheckInterval, "admin.register", reg, "check_interval")
+		cfg.Admin.Register = r
+	}
 
 	logs := section(tree, "log")
 	b.str(&cfg.Log.Level, "log", logs, "level")
@@ -113,6 +124,34 @@ func (b *builder) cluster(name string, body map[string]any) Cluster {
 	if b.str(&fb, path, body, "reader_fallback") {
 		c.ReaderFallback = ReaderFallback(fb)
 	}
+	var promo string
+	if b.str(&promo, path, body, "promotion") {
+		c.Promotion = Promotion(promo)
+	}
+	b.duration(&c.MaxReplicaLag, path, body, "max_replica_lag")
+	b.integer(&c.MaxReplicaLagBytes, path, body, "max_replica_lag_bytes")
+	b.boolean(&c.ReadYourWrites, path, body, "read_your_writes")
+	b.duration(&c.ReadYourWritesWait, path, body, "read_your_writes_wait")
+	if consul, ok := body["consul"].(map[string]any); ok {
+		cp := join(path, "consul")
+		k := &Consul{WriterTag: "primary", ReplicaTag: "replica"}
+		b.str(&k.Address, cp, consul, "address")
+		b.str(&k.Service, cp, consul, "service")
+		b.str(&k.WriterTag, cp, consul, "writer_tag")
+		b.str(&k.ReplicaTag, cp, consul, "replica_tag")
+		b.str(&k.Datacenter, cp, consul, "datacenter")
+		b.str(&k.Token, cp, consul, "token")
+		if tls, ok := consul["tls"].(map[string]any); ok {
+			tp := join(cp, "tls")
+			k.TLS = &ConsulTLS{}
+			b.str(&k.TLS.CAFile, tp, tls, "ca_file")
+			b.str(&k.TLS.CertFile, tp, tls, "cert_file")
+			b.str(&k.TLS.KeyFile, tp, tls, "key_file")
+			b.str(&k.TLS.ServerName, tp, tls, "server_name")
+			b.boolean(&k.TLS.InsecureSkipVerify, tp, tls, "insecure_skip_verify")
+		}
+		c.Consul = k
+	}
 	if tls, ok := body["tls"].(map[string]any); ok {
 		var mode string
 		if b.str(&mode, join(path, "tls"), tls, "mode") {
@@ -141,6 +180,11 @@ func (b *builder) pool(p *Pool, body map[string]any) {
 	b.str(&p.InitQuery, "pool", body, "init_query")
 	b.duration(&p.IdleInTransactionTimeout, "pool", body, "idle_in_transaction_timeout")
 	b.duration(&p.QueryTimeout, "pool", body, "query_timeout")
+	if r, ok := body["replica"].(map[string]any); ok {
+		b.integer(&p.ReplicaMaxConnections, "pool.replica", r, "max_connections")
+		p.ReplicaMaxIdleConnections = p.ReplicaMaxConnections
+		b.integer(&p.ReplicaMaxIdleConnections, "pool.replica", r, "max_idle_connections")
+	}
 }
 
 // str sets *dst to the string at body[name], if present, and reports
@@ -163,6 +207,16 @@ func (b *builder) str(dst *string, path string, body map[string]any, name string
 // list from the file, or a comma-separated string from the environment.
 // Names are lower-cased, as PostgreSQL parameter names are.
 func (b *builder) strList(dst *[]string, path string, body map[string]any, name string) {
+	b.list(dst, path, body, name, strings.ToLower)
+}
+
+// rawList is strList for values kept as written, such as Consul tags.
+func (b *builder) rawList(dst *[]string, path string, body map[string]any, name string) {
+	b.list(dst, path, body, name, func(s string) string { return s })
+}
+
+// list is strList and rawList, with norm applied to each element.
+func (b *builder) list(dst *[]string, path string, body map[string]any, name string, norm func(string) string) {
 	var out []string
 	switch v := body[name].(type) {
 	case nil:
@@ -170,7 +224,7 @@ func (b *builder) strList(dst *[]string, path string, body map[string]any, name 
 	case string:
 		for _, e := range strings.Split(v, ",") {
 			if e = strings.TrimSpace(e); e != "" {
-				out = append(out, strings.ToLower(e))
+				out = append(out, norm(e))
 			}
 		}
 	case []any:
@@ -180,7 +234,7 @@ func (b *builder) strList(dst *[]string, path string, body map[string]any, name 
 				b.problemf(join(path, name), "must be a list of quoted strings")
 				return
 			}
-			out = append(out, strings.ToLower(strings.TrimSpace(s)))
+			out = append(out, norm(strings.TrimSpace(s)))
 		}
 	default:
 		b.problemf(join(path, name), "must be a list of quoted strings")

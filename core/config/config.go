@@ -129,6 +129,10 @@ type Pool struct {
 	// QueryTimeout cancels a query that has run on the server for this
 	// long (query_timeout); zero disables it.
 	QueryTimeout time.Duration
+	// ReplicaMaxConnections and ReplicaMaxIdleConnections size each
+	// replica's pools (the replica block's max_connections and
+	// max_idle_connections); zero means the same as the writer's.
+	ReplicaMaxConnections, ReplicaMaxIdleConnections int
 }
 
 // Cluster is one cluster block: a set of PostgreSQL servers.
@@ -157,6 +161,95 @@ type Cluster struct {
 	// cluster's servers (the tls block). Parse fills in Mode
 	// DefaultServerTLSMode when the file leaves it out.
 	TLS ServerTLS
+	// Consul, when set, makes a Consul service the source of the
+	// cluster's endpoints (the consul block); Writer, Replicas and Hosts
+	// are then not used.
+	Consul *Consul
+	// Promotion says who names a new writer (promotion): PromotionProbe
+	// takes the reachable server that is not in recovery as soon as the
+	// probes find it; PromotionDiscovery waits for discovery (Consul, or
+	// the writer key) to name it, and the probes only fence. Empty means
+	// PromotionProbe with hosts and PromotionDiscovery otherwise; see
+	// PromotionMode.
+	Promotion Promotion
+	// MaxReplicaLag takes a replica out of the reader pool while it
+	// replays more than this far behind (max_replica_lag); zero means no
+	// limit. It needs monitor_user: the probes measure the lag.
+	MaxReplicaLag time.Duration
+	// MaxReplicaLagBytes is the same limit in bytes of WAL behind the
+	// writer (max_replica_lag_bytes); zero means no limit.
+	MaxReplicaLagBytes int
+	// ReadYourWrites routes a client's reads only to replicas that have
+	// replayed its last commit (read_your_writes).
+	ReadYourWrites bool
+	// ReadYourWritesWait is how long such a read waits for a replica to
+	// catch up before it goes to the writer (read_your_writes_wait);
+	// zero means DefaultReadYourWritesWait.
+	ReadYourWritesWait time.Duration
+}
+
+// PromotionMode returns the effective promotion setting.
+func (c *Cluster) PromotionMode() Promotion {
+	switch {
+	case c.Promotion != "":
+		return c.Promotion
+	case len(c.Hosts) > 0:
+		return PromotionProbe
+	}
+	return PromotionDiscovery
+}
+
+// Probed reports whether the cluster's endpoints are probed: whenever a
+// monitor user is set (hosts require one).
+func (c *Cluster) Probed() bool { return c.MonitorUser != "" }
+
+// DefaultReadYourWritesWait is read_your_writes_wait's default.
+const DefaultReadYourWritesWait = 100 * time.Millisecond
+
+// Promotion is a cluster's promotion setting.
+type Promotion string
+
+// The promotion settings.
+const (
+	PromotionProbe     Promotion = "probe"
+	PromotionDiscovery Promotion = "discovery"
+)
+
+// Consul is a cluster's consul block: the Consul service whose passing
+// instances are the cluster's servers.
+type Consul struct {
+	// Address is the Consul agent's HTTP address, host:port or a URL
+	// (address); empty means DefaultConsulAddress.
+	Address string
+	// Service is the service name the servers register (service).
+	Service string
+	// WriterTag and ReplicaTag are the tags that give an instance its
+	// role (writer_tag, replica_tag; defaults "primary" and "replica"). A
+	// service-meta key "role" with the value "writer" or "replica"
+	// (or the tag values) does the same and wins over tags.
+	WriterTag, ReplicaTag string
+	// Datacenter is the datacenter to query; empty means the agent's.
+	Datacenter string
+	// Token is the ACL token, usually a reference such as env:NAME (token).
+	Token string
+	// TLS is the tls block for an https Consul address, or nil.
+	TLS *ConsulTLS
+}
+
+// DefaultConsulAddress is where Sluice looks for a Consul agent.
+const DefaultConsulAddress = "127.0.0.1:8500"
+
+// ConsulTLS is a consul block's tls block.
+type ConsulTLS struct {
+	// CAFile verifies the agent's certificate (ca_file).
+	CAFile string
+	// CertFile and KeyFile are a client certificate (cert_file, key_file).
+	CertFile, KeyFile string
+	// ServerName is the name expected in the agent's certificate
+	// (server_name).
+	ServerName string
+	// InsecureSkipVerify skips verification (insecure_skip_verify).
+	InsecureSkipVerify bool
 }
 
 // ServerTLSMode is the value of a cluster's tls.mode. The modes mean what
@@ -279,6 +372,30 @@ type Admin struct {
 	// Address is the host:port of the HTTP admin listener (address); empty
 	// disables it.
 	Address string
+	// Register, when set, registers this Sluice in Consul (the register
+	// block); it needs Address, whose /healthz is the service's check.
+	Register *Register
+}
+
+// Register is the admin block's register block: how a Sluice announces
+// itself in Consul so that applications and other proxies find the fleet.
+// Each listen block is one service instance, tagged with its role.
+type Register struct {
+	// Service is the service name (service); empty means "sluice".
+	Service string
+	// Tags are added to every instance (tags), with "writer" or "reader".
+	Tags []string
+	// Consul is the agent's HTTP address (consul); empty means the first
+	// cluster's consul address, or DefaultConsulAddress.
+	Consul string
+	// Token is the ACL token (token), usually env:NAME.
+	Token string
+	// Address is the address advertised for the listeners when they listen
+	// on a wildcard (address); empty lets the agent fill in its own.
+	Address string
+	// CheckInterval is how often Consul checks /healthz (check_interval);
+	// zero means 2s.
+	CheckInterval time.Duration
 }
 
 // Log is the log block.

@@ -56,6 +56,10 @@ var schema = &key{kind: block, children: map[string]*key{
 		"connect_timeout":             {kind: setting},
 		"idle_in_transaction_timeout": {kind: setting},
 		"query_timeout":               {kind: setting},
+		"replica": {kind: block, children: map[string]*key{
+			"max_connections":      {kind: setting},
+			"max_idle_connections": {kind: setting},
+		}},
 	}},
 	"cluster": {kind: namedBlock, children: map[string]*key{
 		"writer":                {kind: setting},
@@ -65,6 +69,26 @@ var schema = &key{kind: block, children: map[string]*key{
 		"monitor_user":          {kind: setting},
 		"monitor_password":      {kind: setting},
 		"health_check_interval": {kind: setting},
+		"promotion":             {kind: setting},
+		"max_replica_lag":       {kind: setting},
+		"max_replica_lag_bytes": {kind: setting},
+		"read_your_writes":      {kind: setting},
+		"read_your_writes_wait": {kind: setting},
+		"consul": {kind: block, children: map[string]*key{
+			"address":     {kind: setting},
+			"service":     {kind: setting},
+			"writer_tag":  {kind: setting},
+			"replica_tag": {kind: setting},
+			"datacenter":  {kind: setting},
+			"token":       {kind: setting},
+			"tls": {kind: block, children: map[string]*key{
+				"ca_file":              {kind: setting},
+				"cert_file":            {kind: setting},
+				"key_file":             {kind: setting},
+				"server_name":          {kind: setting},
+				"insecure_skip_verify": {kind: setting},
+			}},
+		}},
 		"tls": {kind: block, children: map[string]*key{
 			"mode":        {kind: setting},
 			"ca_file":     {kind: setting},
@@ -87,6 +111,14 @@ var schema = &key{kind: block, children: map[string]*key{
 	}},
 	"admin": {kind: block, children: map[string]*key{
 		"address": {kind: setting},
+		"register": {kind: block, children: map[string]*key{
+			"service":        {kind: setting},
+			"tags":           {kind: list},
+			"consul":         {kind: setting},
+			"token":          {kind: setting},
+			"address":        {kind: setting},
+			"check_interval": {kind: setting},
+		}},
 	}},
 	"log": {kind: block, children: map[string]*key{
 		"level":  {kind: setting},

@@ -40,6 +40,7 @@ func (c *Config) validate() []error {
 	c.Pool.validate(v)
 	c.Auth.validate(v)
 	v.pinning(&c.Pinning)
+	c.validateRegister(v)
 	if c.Admin.Address != "" {
 		v.listenAddress("admin.address", c.Admin.Address)
 		for _, l := range c.Listeners {
@@ -115,7 +116,13 @@ func (c *Config) validateClusters(v *validation) {
 		if cl.Name != name {
 			v.problemf(path, "Name %q does not match the block name", cl.Name)
 		}
-		if len(cl.Hosts) > 0 {
+		switch {
+		case cl.Consul != nil:
+			if cl.Writer != "" || len(cl.Replicas) > 0 || len(cl.Hosts) > 0 {
+				v.problemf(join(path, "consul"), "cannot be combined with writer, replicas or hosts: Consul lists the servers")
+			}
+			v.consul(join(path, "consul"), cl.Consul)
+		case len(cl.Hosts) > 0:
 			if cl.Writer != "" || len(cl.Replicas) > 0 {
 				v.problemf(join(path, "hosts"), "cannot be combined with writer or replicas: the probes find the roles")
 			}
@@ -125,9 +132,31 @@ func (c *Config) validateClusters(v *validation) {
 			for i, h := range cl.Hosts {
 				v.address(fmt.Sprintf("%s[%d]", join(path, "hosts"), i), h)
 			}
-		} else {
+		default:
 			v.address(join(path, "writer"), cl.Writer)
 		}
+		if cl.Promotion != "" {
+			v.oneOf(join(path, "promotion"), string(cl.Promotion), string(PromotionProbe), string(PromotionDiscovery))
+		}
+		needMonitor := func(key, why string) {
+			if cl.MonitorUser == "" {
+				v.problemf(join(path, key), "needs monitor_user: %s", why)
+			}
+		}
+		if cl.PromotionMode() == PromotionProbe {
+			needMonitor("promotion", "the probes find the writer")
+		}
+		v.atLeastZero(join(path, "max_replica_lag"), cl.MaxReplicaLag)
+		if cl.MaxReplicaLag > 0 {
+			needMonitor("max_replica_lag", "the probes measure the lag")
+		}
+		if cl.MaxReplicaLagBytes < 0 {
+			v.problemf(join(path, "max_replica_lag_bytes"), "must not be negative, got %d", cl.MaxReplicaLagBytes)
+		} else if cl.MaxReplicaLagBytes > 0 {
+			needMonitor("max_replica_lag_bytes", "the probes measure the lag")
+		}
+		v.atLeastZero(join(path, "read_your_writes_wait"), cl.ReadYourWritesWait)
+		v.atLeastZero(join(path, "health_check_interval"), cl.HealthCheckInterval)
 		for i, r := range cl.Replicas {
 			v.address(fmt.Sprintf("%s[%d]", join(path, "replicas"), i), r)
 		}
@@ -136,6 +165,59 @@ func (c *Config) validateClusters(v *validation) {
 		}
 		v.serverTLS(join(path, "tls"), cl.TLS)
 	}
+}
+
+// consul checks a cluster's consul block, at path.
+func (v *validation) consul(path string, k *Consul) {
+	if k.Service == "" {
+		v.problemf(join(path, "service"), "required: the Consul service the cluster's servers register")
+	}
+	if k.Address != "" {
+		v.consulAddress(join(path, "address"), k.Address)
+	}
+	if k.WriterTag == "" || k.ReplicaTag == "" || k.WriterTag == k.ReplicaTag {
+		v.problemf(join(path, "writer_tag"), "writer_tag and replica_tag must be set and differ, got %q and %q", k.WriterTag, k.ReplicaTag)
+	}
+	if t := k.TLS; t != nil {
+		if t.CAFile != "" {
+			v.readableFile(join(path, "tls.ca_file"), t.CAFile)
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			v.problemf(join(path, "tls"), "cert_file and key_file go together")
+		} else if t.CertFile != "" {
+			v.readableFile(join(path, "tls.cert_file"), t.CertFile)
+			v.readableFile(join(path, "tls.key_file"), t.KeyFile)
+		}
+	}
+}
+
+// consulAddress checks a Consul agent address: host:port, or an http or
+// https URL.
+func (v *validation) consulAddress(path, s string) {
+	if rest, ok := strings.CutPrefix(s, "http://"); ok {
+		s = rest
+	} else if rest, ok := strings.CutPrefix(s, "https://"); ok {
+		s = rest
+	} else if strings.Contains(s, "://") {
+		v.problemf(path, "must be host:port or an http:// or https:// URL, got %q", s)
+		return
+	}
+	v.address(path, strings.TrimSuffix(s, "/"))
+}
+
+// register checks the admin block's register block.
+func (c *Config) validateRegister(v *validation) {
+	r := c.Admin.Register
+	if r == nil {
+		return
+	}
+	if c.Admin.Address == "" {
+		v.problemf("admin.register", "needs admin.address: Consul checks the admin /healthz")
+	}
+	if r.Consul != "" {
+		v.consulAddress("admin.register.consul", r.Consul)
+	}
+	v.atLeastZero("admin.register.check_interval", r.CheckInterval)
 }
 
 // serverTLSModes are the values of a cluster's tls.mode, weakest first.
@@ -181,6 +263,13 @@ func (p *Pool) validate(v *validation) {
 	v.aboveZero("pool.connect_timeout", p.ConnectTimeout)
 	v.atLeastZero("pool.idle_in_transaction_timeout", p.IdleInTransactionTimeout)
 	v.atLeastZero("pool.query_timeout", p.QueryTimeout)
+	if p.ReplicaMaxConnections < 0 {
+		v.problemf("pool.replica.max_connections", "must not be negative, got %d", p.ReplicaMaxConnections)
+	}
+	if p.ReplicaMaxIdleConnections < 0 || p.ReplicaMaxIdleConnections > max(p.ReplicaMaxConnections, 0) {
+		v.problemf("pool.replica.max_idle_connections", "must be between 0 and pool.replica.max_connections (%d), got %d",
+			p.ReplicaMaxConnections, p.ReplicaMaxIdleConnections)
+	}
 }
 
 // validate checks the auth block.

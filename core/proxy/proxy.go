@@ -29,6 +29,7 @@ import (
 	"github.com/sluicedb/sluice/core/engine"
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/session"
+	"github.com/sluicedb/sluice/core/topology"
 	"github.com/sluicedb/sluice/core/wire"
 )
 
@@ -82,7 +83,11 @@ type listener struct {
 	ln      net.Listener
 }
 
-type poolKey struct{ cluster, addr, database, user string }
+type poolKey struct {
+	cluster, addr  string
+	role           topology.Role
+	database, user string
+}
 
 // New validates cfg, resolves its secrets and binds its listeners, so that
 // Addr is known when it returns. Nothing is served until Serve.
@@ -357,10 +362,9 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	p.state.Store(st)
-	ps := poolSettings(cfg)
 	p.mu.Lock()
-	for _, pl := range p.pools {
-		pl.SetSettings(ps)
+	for k, pl := range p.pools {
+		pl.SetSettings(poolSettings(cfg, k.role))
 	}
 	p.mu.Unlock()
 	for i, l := range cfg.Listeners {
@@ -372,10 +376,16 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 	return nil
 }
 
-func poolSettings(cfg *config.Config) pool.Settings {
+// poolSettings returns the settings of the pools of endpoints with role:
+// a replica's have their own limits when pool.replica sets them.
+func poolSettings(cfg *config.Config, role topology.Role) pool.Settings {
+	maxConns, maxIdle := cfg.Pool.MaxConnections, cfg.Pool.MaxIdleConnections
+	if role == topology.Replica && cfg.Pool.ReplicaMaxConnections > 0 {
+		maxConns, maxIdle = cfg.Pool.ReplicaMaxConnections, cfg.Pool.ReplicaMaxIdleConnections
+	}
 	return pool.Settings{
-		MaxConnections:     cfg.Pool.MaxConnections,
-		MaxIdleConnections: cfg.Pool.MaxIdleConnections,
+		MaxConnections:     maxConns,
+		MaxIdleConnections: maxIdle,
 		BorrowTimeout:      cfg.Pool.BorrowTimeout,
 		IdleTimeout:        cfg.Pool.ServerIdleTimeout,
 		Lifetime:           cfg.Pool.ServerLifetime,

@@ -79,7 +79,7 @@ func (p *Proxy) followTopology(ctx context.Context, tc *topology.Cluster, src to
 		p.loops.Add(1)
 		go func() {
 			defer p.loops.Done()
-			src.Run(ctx, func(s topology.Snapshot) { tc.Publish(s) })
+			src.Run(ctx, tc)
 		}()
 	}
 	for {
@@ -95,20 +95,26 @@ func (p *Proxy) followTopology(ctx context.Context, tc *topology.Cluster, src to
 	}
 }
 
-// retirePools closes the pools of endpoints no longer in snap: idle
-// connections at once, borrowed ones when they come back.
+// retirePools closes the pools of endpoints no longer in snap in the role
+// they had (a demoted writer's pool among them, so that nothing more is
+// written there): idle connections at once, borrowed ones when they come
+// back.
 func (p *Proxy) retirePools(cluster string, snap *topology.Snapshot) {
-	keep := map[string]bool{}
+	type member struct {
+		addr string
+		role topology.Role
+	}
+	keep := map[member]bool{}
 	if snap.Writer != nil {
-		keep[snap.Writer.Addr] = true
+		keep[member{snap.Writer.Addr, topology.Writer}] = true
 	}
 	for _, r := range snap.Replicas {
-		keep[r.Addr] = true
+		keep[member{r.Addr, topology.Replica}] = true
 	}
 	p.mu.Lock()
 	var doomed []*pool.Pool
 	for k, pl := range p.pools {
-		if k.cluster == cluster && !keep[k.addr] {
+		if k.cluster == cluster && !keep[member{k.addr, k.role}] {
 			doomed = append(doomed, pl)
 			delete(p.pools, k)
 		}
@@ -269,7 +275,7 @@ func (p *Proxy) replicaPool(st *state, cluster string, snap *topology.Snapshot, 
 
 // endpointPool returns (creating on first use) the pool of one endpoint.
 func (p *Proxy) endpointPool(st *state, clusterName string, e topology.Endpoint, u *engine.User, database string) (*pool.Pool, error) {
-	key := poolKey{cluster: clusterName, addr: e.Addr, database: database, user: u.BackendUser}
+	key := poolKey{cluster: clusterName, addr: e.Addr, role: e.Role, database: database, user: u.BackendUser}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -293,7 +299,7 @@ func (p *Proxy) endpointPool(st *state, clusterName string, e topology.Endpoint,
 		}
 		return pool.Connect(ctx, ep)
 	}
-	pl := pool.New(name, dial, poolSettings(st.cfg), p.log.With(zap.String("pool", name)))
+	pl := pool.New(name, dial, poolSettings(st.cfg, e.Role), p.log.With(zap.String("pool", name)))
 	p.pools[key] = pl
 	return pl, nil
 }

@@ -7,9 +7,12 @@ package topology
 
 import (
 	"context"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Role is what an endpoint serves.
@@ -37,6 +40,9 @@ type Endpoint struct {
 	Healthy bool
 	// Source says who reported the role: "static", "consul", "probe".
 	Source string
+	// Why says why an endpoint is not Healthy: "unreachable", "lagging",
+	// "in recovery" (a writer fenced), "critical" (its Consul check).
+	Why string
 }
 
 // Snapshot is a cluster's topology at one moment. It is never modified
@@ -59,10 +65,45 @@ func (s *Snapshot) Equal(o *Snapshot) bool {
 	return slices.Equal(s.Replicas, o.Replicas)
 }
 
-// Source reports one cluster's topology: it calls publish with each new
-// snapshot until ctx ends. publish never blocks.
+// Source reports one cluster's topology to sink until ctx ends: each new
+// snapshot, and what it measures beside them. Sink methods never block.
 type Source interface {
-	Run(ctx context.Context, publish func(Snapshot))
+	Run(ctx context.Context, sink Sink)
+}
+
+// Sink receives what a Source reports. *Cluster is one.
+type Sink interface {
+	// Publish replaces the snapshot and reports whether it changed.
+	Publish(Snapshot) bool
+	// ReportLag records a replica's replay lag as a probe measured it.
+	ReportLag(addr string, l Lag)
+	// ReportStatus records the health of the source itself.
+	ReportStatus(Status)
+}
+
+// Lag is how far a replica is behind its writer.
+type Lag struct {
+	// Bytes of WAL the writer has written that the replica has not
+	// replayed; -1 when the writer's position is unknown.
+	Bytes int64
+	// Seconds since the replica last replayed a transaction while it
+	// had more to replay (zero when it is caught up).
+	Seconds float64
+	// ReplayLSN is the replica's last replayed WAL position.
+	ReplayLSN uint64
+	// At is when it was measured.
+	At time.Time
+}
+
+// Status is a source's own health: Consul unreachable, for instance,
+// while the last topology it gave keeps serving.
+type Status struct {
+	// Source names the source: "static", "consul", "probe".
+	Source string
+	// LastOK is when the source last answered.
+	LastOK time.Time
+	// Err is its last failure, empty when its last attempt succeeded.
+	Err string
 }
 
 // Cluster holds the latest snapshot of one cluster. It is safe for
@@ -72,6 +113,9 @@ type Cluster struct {
 	cur     atomic.Pointer[Snapshot]
 	mu      sync.Mutex
 	changed chan struct{}
+	changes int               // snapshots published that changed something
+	lags    map[string]Lag    // by replica address
+	status  map[string]Status // by source name
 }
 
 // NewCluster returns a cluster with no snapshot yet.
@@ -99,9 +143,53 @@ func (c *Cluster) Publish(s Snapshot) bool {
 		return false
 	}
 	c.cur.Store(&s)
+	c.changes++
 	close(c.changed)
 	c.changed = make(chan struct{})
 	return true
+}
+
+// Changes returns how many published snapshots changed the topology.
+func (c *Cluster) Changes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changes
+}
+
+// ReportLag implements Sink.
+func (c *Cluster) ReportLag(addr string, l Lag) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lags == nil {
+		c.lags = make(map[string]Lag)
+	}
+	c.lags[addr] = l
+}
+
+// Lags returns the last lag measured for each replica, by address.
+func (c *Cluster) Lags() map[string]Lag {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.lags)
+}
+
+// ReportStatus implements Sink.
+func (c *Cluster) ReportStatus(s Status) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status == nil {
+		c.status = make(map[string]Status)
+	}
+	c.status[s.Source] = s
+}
+
+// Statuses returns the last status of each source that reported one.
+func (c *Cluster) Statuses() []Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.SortedFunc(maps.Values(c.status), func(a, b Status) int {
+		return strings.Compare(a.Source, b.Source)
+	})
 }
 
 // Changed returns a channel closed at the next change.
@@ -131,7 +219,8 @@ func (f Fixed) Snapshot() Snapshot {
 }
 
 // Run implements Source.
-func (f Fixed) Run(ctx context.Context, publish func(Snapshot)) {
-	publish(f.Snapshot())
+func (f Fixed) Run(ctx context.Context, sink Sink) {
+	sink.Publish(f.Snapshot())
+	sink.ReportStatus(Status{Source: "static", LastOK: time.Now()})
 	<-ctx.Done()
 }

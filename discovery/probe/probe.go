@@ -37,7 +37,7 @@ type Source struct {
 }
 
 // Run implements topology.Source.
-func (s *Source) Run(ctx context.Context, publish func(topology.Snapshot)) {
+func (s *Source) Run(ctx context.Context, sink topology.Sink) {
 	interval := s.Interval
 	if interval <= 0 {
 		interval = DefaultInterval
@@ -64,7 +64,7 @@ func (s *Source) Run(ctx context.Context, publish func(topology.Snapshot)) {
 			log.Info("probe: writer", zap.String("was", writer), zap.String("now", w))
 			writer = w
 		}
-		publish(snap)
+		sink.Publish(snap)
 		select {
 		case <-ctx.Done():
 			return
