@@ -62,6 +62,8 @@ type Pool struct {
 	open     int     // idle + borrowed + being dialled
 	waiters  waitQueue
 	closed   bool
+	fenced   bool
+	lent     map[*Conn]struct{} // borrowed connections, for Fence
 	stats    Stats
 	params   serverParams
 }
@@ -111,7 +113,7 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 		p.mu.Unlock()
 		// The health check is a system call: keep it outside the lock.
 		if !expired && (!check || c.alive()) {
-			return c, nil
+			return p.lend(c)
 		}
 		c.Close()
 		p.mu.Lock()
@@ -143,10 +145,10 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 	if !p.waiters.remove(w) {
 		// Granted while we gave up: take it and give it back properly.
 		p.mu.Unlock()
-		g := <-w.ch
-		if g.conn != nil {
+		switch g := <-w.ch; {
+		case g.conn != nil:
 			p.Return(g.conn)
-		} else {
+		case !g.closed:
 			p.release()
 		}
 	} else {
@@ -162,10 +164,31 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 }
 
 func (p *Pool) take(ctx context.Context, g grant) (*Conn, error) {
-	if g.conn != nil {
-		return g.conn, nil
+	switch {
+	case g.closed:
+		return nil, ErrClosed
+	case g.conn != nil:
+		return p.lend(g.conn)
 	}
 	return p.dialConn(ctx)
+}
+
+// lend records c as borrowed. A pool fenced meanwhile keeps nothing: the
+// connection is closed and the borrower told the pool is closed.
+func (p *Pool) lend(c *Conn) (*Conn, error) {
+	p.mu.Lock()
+	if p.fenced {
+		p.open--
+		p.mu.Unlock()
+		c.Close()
+		return nil, ErrClosed
+	}
+	if p.lent == nil {
+		p.lent = make(map[*Conn]struct{})
+	}
+	p.lent[c] = struct{}{}
+	p.mu.Unlock()
+	return c, nil
 }
 
 // dialConn opens a connection in a slot already counted in p.open.
@@ -183,7 +206,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	c.pool = p
 	p.noteDefaultsLocked(c)
 	p.mu.Unlock()
-	return c, nil
+	return p.lend(c)
 }
 
 // Return hands a borrowed connection back. The connection must be idle (last
@@ -191,6 +214,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 // closed instead. The next waiting borrower, if any, receives it directly.
 func (p *Pool) Return(c *Conn) {
 	p.mu.Lock()
+	delete(p.lent, c)
 	now := time.Now()
 	if p.closed || c.Broken() || p.expiredLocked(c, now) || p.open > p.settings.MaxConnections {
 		p.open--
@@ -280,18 +304,40 @@ func (p *Pool) Stats() Stats {
 	return s
 }
 
-// Close closes idle connections and makes later Borrow calls fail; borrowed
-// connections are closed as they come back. Waiting borrowers time out.
-// Close is idempotent.
+// Close closes idle connections and makes later Borrow calls fail with
+// ErrClosed, as do those waiting (their owner may try another pool);
+// borrowed connections are closed as they come back. Close is idempotent.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)
+	for w := p.waiters.pop(); w != nil; w = p.waiters.pop() {
+		w.ch <- grant{closed: true}
+	}
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.Close()
+	}
+}
+
+// Fence is Close that also cuts the borrowed connections at once: their
+// sockets are closed under their borrowers, whose work on them fails. It
+// is for a writer that must receive nothing more (demoted, or replaced by
+// another), so that no transaction still open there can commit.
+func (p *Pool) Fence() {
+	p.mu.Lock()
+	p.fenced = true
+	lent := make([]*Conn, 0, len(p.lent))
+	for c := range p.lent {
+		lent = append(lent, c)
+	}
+	p.mu.Unlock()
+	p.Close()
+	for _, c := range lent {
+		c.MarkBroken()
+		c.RawConn().Close()
 	}
 }
 
@@ -299,7 +345,11 @@ func (p *Pool) String() string { return fmt.Sprintf("pool %s", p.name) }
 
 // grant is what a waiting borrower receives: a connection, or (conn nil)
 // a reserved slot to dial one.
-type grant struct{ conn *Conn }
+// closed says the pool closed while the borrower waited.
+type grant struct {
+	conn   *Conn
+	closed bool
+}
 
 type waiter struct {
 	ch         chan grant

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicedb/sluice/core/pgtest"
 	"github.com/sluicedb/sluice/core/proxy"
 	"github.com/sluicedb/sluice/discovery"
+	"github.com/sluicedb/sluice/discovery/consultest"
 )
 
 // Test credentials: the client-facing user and the role Sluice uses on the server.
@@ -34,6 +35,7 @@ type testEnv struct {
 	// replicas of pg, and the address of listener "reader" (role reader).
 	replicas   []*pgtest.Server
 	readerAddr string
+	consul     *consultest.Agent
 	cfg        string
 	done       chan struct{}
 	stop       context.CancelFunc
@@ -54,7 +56,15 @@ type envOptions struct {
 	// roles Sluice's probes find (every 100ms), instead of writer and
 	// replicas.
 	probe bool
-	pg    pgtest.Options
+	// monitor gives the cluster block monitor credentials (probes every
+	// 100ms), so that the writer and replicas it lists are probed.
+	monitor bool
+	// consul starts a Consul agent, registers the primary (tag primary,
+	// id "pg0") and the replicas (tag replica, ids "pg1"...) as service
+	// "pg-main", and makes it the cluster's source, with monitor
+	// credentials.
+	consul bool
+	pg     pgtest.Options
 }
 
 // newEnv starts PostgreSQL with role "app" (password backendPass) and a
@@ -88,6 +98,21 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 			members = fmt.Sprintf("hosts = [%q, %s]\n  monitor_user = %q\n  monitor_password = %q\n  health_check_interval = \"100ms\"",
 				pg.Addr(), strings.Join(addrs, ", "), pgtest.Superuser, pg.SuperuserPassword())
 		}
+	}
+	monitor := fmt.Sprintf("monitor_user = %q\n  monitor_password = %q\n  health_check_interval = \"100ms\"",
+		pgtest.Superuser, pg.SuperuserPassword())
+	if o.monitor {
+		members += "\n  " + monitor
+	}
+	if o.consul {
+		e.consul = consultest.Start(t)
+		e.consul.Register(t, "pg0", "pg-main", "127.0.0.1", pg.Port(), []string{"primary"}, nil)
+		for i, r := range e.replicas {
+			e.consul.Register(t, fmt.Sprintf("pg%d", i+1), "pg-main", "127.0.0.1", r.Port(), []string{"replica"}, nil)
+		}
+		members = fmt.Sprintf("consul {\n    address = %q\n    service = \"pg-main\"\n  }\n  %s", e.consul.Addr(), monitor)
+	}
+	if o.replicas > 0 {
 		reader = `
 listen "reader" {
   address = "127.0.0.1:0"

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestDisconnectInsideTransactionLeavesNothing(t *testing.T) {
@@ -138,8 +140,26 @@ func TestTerminatedServerConnection(t *testing.T) {
 	}
 	// The client sees what PostgreSQL said: the server's own FATAL, not a
 	// proxy error on top of it.
-	if _, err := tx.Exec(ctx, "SELECT 1"); sqlstate(err) != "57P01" {
+	_, err = tx.Exec(ctx, "SELECT 1")
+	if sqlstate(err) != "57P01" {
 		t.Fatalf("the client whose server connection was terminated got %v, want SQLSTATE 57P01", err)
+	}
+	// In transaction mode the client outlives its server connection: the
+	// server's FATAL reaches it as an ERROR, its transaction is failed
+	// until ROLLBACK, and its next one runs on another connection.
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Severity != "ERROR" {
+		t.Errorf("severity %q, want ERROR: the client's session goes on", pe.Severity)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 2"); sqlstate(err) != "40001" {
+		t.Errorf("a statement in the lost transaction: %v, want 40001", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatalf("ROLLBACK of the lost transaction: %v", err)
+	}
+	var n int
+	if err := victim.QueryRow(ctx, "SELECT 3").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("the victim's next statement: %d, %v", n, err)
 	}
 	// Every other client keeps working, also while reusing the pool.
 	var wg sync.WaitGroup

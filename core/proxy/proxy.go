@@ -74,6 +74,8 @@ type Proxy struct {
 	loops     sync.WaitGroup // accept loops and the sweeper
 	stop      chan struct{}
 	closeOnce sync.Once
+	hooks     []Hook
+	hooksOnce sync.Once
 }
 
 type listener struct {
@@ -236,6 +238,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	p.loops.Add(1)
 	go p.sweep()
 	p.log.Info("sluice serving", zap.Int("listeners", len(p.listeners)))
+	p.startHooks()
 
 	select {
 	case <-ctx.Done():
@@ -283,6 +286,7 @@ func (p *Proxy) acceptLoop(ctx context.Context, l *listener) {
 // others at the end of their transaction, and waits for them until ctx
 // ends; then it closes whatever remains. It is idempotent.
 func (p *Proxy) Shutdown(ctx context.Context) {
+	p.stopHooks() // deregister first: the fleet stops sending clients here
 	p.closeListeners()
 	bye := wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command")
 	p.mu.Lock()
@@ -309,6 +313,7 @@ func (p *Proxy) Shutdown(ctx context.Context) {
 // waits for every goroutine the proxy started.
 func (p *Proxy) Close() error {
 	p.closeOnce.Do(func() {
+		p.stopHooks()
 		close(p.stop)
 		p.closeListeners()
 		if p.admin != nil {

@@ -96,9 +96,11 @@ func (p *Proxy) followTopology(ctx context.Context, tc *topology.Cluster, src to
 }
 
 // retirePools closes the pools of endpoints no longer in snap in the role
-// they had (a demoted writer's pool among them, so that nothing more is
-// written there): idle connections at once, borrowed ones when they come
-// back.
+// they had: idle connections at once, borrowed ones when they come back.
+// A writer that is no longer the writer (demoted, fenced, or replaced) is
+// fenced: its borrowed connections are cut at once, so that a transaction
+// still open there fails instead of committing on a node that is not the
+// writer. Endpoints still listed but unhealthy keep their pools.
 func (p *Proxy) retirePools(cluster string, snap *topology.Snapshot) {
 	type member struct {
 		addr string
@@ -112,16 +114,23 @@ func (p *Proxy) retirePools(cluster string, snap *topology.Snapshot) {
 		keep[member{r.Addr, topology.Replica}] = true
 	}
 	p.mu.Lock()
-	var doomed []*pool.Pool
+	var doomed, fenced []*pool.Pool
 	for k, pl := range p.pools {
 		if k.cluster == cluster && !keep[member{k.addr, k.role}] {
-			doomed = append(doomed, pl)
+			if k.role == topology.Writer {
+				fenced = append(fenced, pl)
+			} else {
+				doomed = append(doomed, pl)
+			}
 			delete(p.pools, k)
 		}
 	}
 	p.mu.Unlock()
 	for _, pl := range doomed {
 		pl.Close()
+	}
+	for _, pl := range fenced {
+		pl.Fence()
 	}
 }
 
@@ -180,7 +189,7 @@ func (p *Proxy) poolFor(ctx context.Context, clusterName string, role session.Ro
 					return pl, err
 				}
 			}
-			if snap.Writer != nil && (role == session.RoleWriter || cl.ReaderFallback != config.FallbackWait) {
+			if snap.Writer != nil && snap.Writer.Healthy && (role == session.RoleWriter || cl.ReaderFallback != config.FallbackWait) {
 				return p.endpointPool(st, clusterName, *snap.Writer, u, database)
 			}
 		}
@@ -245,7 +254,9 @@ const retryPause = 100 * time.Millisecond
 // unreachable reports a borrow that failed because the server could not
 // be reached or is shutting down or starting up.
 func unreachable(err error) bool {
-	if errors.Is(err, pool.ErrConnect) {
+	if errors.Is(err, pool.ErrConnect) || errors.Is(err, pool.ErrClosed) {
+		// ErrClosed: the pool was retired under the borrower (its
+		// endpoint left the topology); the next one is chosen afresh.
 		return true
 	}
 	var we *wire.Error

@@ -81,11 +81,22 @@ type Machine struct {
 	syncing          bool // a parameter sync runs: client messages wait
 	discarding       bool // after a reject in a batch: client messages are dropped up to Sync
 	sawFatal         bool // the server sent a FATAL: it closes next
-	gone             bool // the client left; the held connection is being cleaned up
+	// softFatal: that FATAL went to the client as an ERROR, because the
+	// client survives its server connection (transaction mode, not
+	// pinned); ServerGone then answers the rest of what was owed.
+	softFatal bool
+	gone      bool // the client left; the held connection is being cleaned up
 	// lostTx: the server connection of the client's open transaction was
 	// lost; the client is answered as in a failed transaction until it
 	// sends ROLLBACK.
 	lostTx bool
+	// lostEnd: in a lost transaction, a Parse or Bind of a statement
+	// that ends it was answered; lostEnded: its Execute too, so the
+	// next Sync finds the client out of the transaction.
+	lostEnd, lostEnded bool
+	// ending: the batch being sent ends a transaction, so that if the
+	// server is lost under it the client is out of its transaction.
+	ending bool
 
 	login      *loginState
 	internal   *wire.Error // the error of Sluice's own exchange in progress
@@ -365,8 +376,10 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 			// A simple Query destroys the unnamed statement.
 			m.stmts.unnamed = nil
 			m.srv.UnnamedKey = ""
+			m.ending = endsClass(m.class)
 		}
-		m.q.push(reply{kind: replySync, query: true})
+		m.q.push(reply{kind: replySync, query: true, ends: m.ending})
+		m.ending = false
 		m.batch = false
 	case wire.MsgParse:
 		m.batch = true
@@ -400,6 +413,7 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		repl, skip, def := m.stmts.bind(m.srv, &m.q, body, n)
 		if def != nil {
 			m.applyEffects(def.class.Effects, Decision{})
+			m.ending = m.ending || endsClass([]sqlclass.Statement{def.class})
 		}
 		out = append(out, repl...)
 		step.Skip = skip
@@ -426,8 +440,8 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 	case wire.MsgExecute:
 		m.batch = true
 	case wire.MsgSync:
-		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds})
-		m.batch = false
+		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds, ends: m.ending})
+		m.batch, m.ending = false, false
 	case wire.MsgFunctionCall:
 		m.q.push(reply{kind: replySync})
 	}
@@ -528,8 +542,20 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 		}
 		step = m.afterReady()
 	case wire.MsgErrorResponse:
-		if pool.DecodeError(body).Fatal() {
+		if e := pool.DecodeError(body); e.Fatal() {
 			m.sawFatal = true
+			if m.survivesServer() && m.q.requests > 0 && !m.gone {
+				// The server ends its session (terminated, shut down,
+				// timed out) but the client's lives on: it gets the
+				// server's error, as an ERROR, for the request in flight.
+				m.softFatal = true
+				soft := *e
+				soft.Severity = wire.SeverityError
+				soft.Hint = "The server ended its connection; the client's session continues on another one."
+				step.Skip = all
+				step.ToClient = soft.Encode(m.cout[:0])
+				m.cout = step.ToClient
+			}
 		}
 		m.copyIn = false
 		m.q.skipToSync(m.undo)
@@ -811,22 +837,30 @@ func (m *Machine) finishCleanup() Step {
 // underneath it): what it was owed is answered with an error, 08007 when a
 // request was in flight (it may or may not have committed), and an open
 // transaction is failed until the client's ROLLBACK; its next transaction
-// borrows afresh. Pinned clients, whose session state lived on that
+// borrows afresh. A FATAL the server sent first (terminated, shutting
+// down) reached the client as an ERROR for its request, so that request
+// gets no second error. Pinned clients, whose session state lived on that
 // connection, are ended with 08006.
 func (m *Machine) ServerGone(err error) Step {
 	if m.srv == nil {
 		return Step{}
 	}
-	if m.cfg.Mode != ModeTransaction || m.pins != 0 || m.sawFatal || m.gone || m.login != nil || m.syncing {
+	if !m.survivesServer() || m.sawFatal && !m.softFatal || m.gone {
 		return m.serverBroken(err)
 	}
-	owed := 0
+	answered := m.softFatal // the client has its error for the first request
+	owed, ends := 0, false
 	for i := m.q.head; i < len(m.q.items); i++ {
 		if m.q.items[i].kind == replySync {
 			owed++
+			ends = ends || m.q.items[i].ends
 		}
 	}
-	inTx := m.tx != wire.TxIdle
+	// A COMMIT or ROLLBACK in flight ends the transaction whatever its
+	// outcome (as a failed COMMIT does in PostgreSQL): drivers close a
+	// connection left in a transaction after a failed COMMIT.
+	inTx := m.tx != wire.TxIdle && !ends
+	m.ending = false
 	m.detach()
 	out := m.cout[:0]
 	status := byte(wire.TxIdle)
@@ -834,41 +868,101 @@ func (m *Machine) ServerGone(err error) Step {
 		status = wire.TxFailed
 		m.lostTx = true
 	}
-	if owed > 0 {
-		e := wire.Errorf(wire.CodeResolutionUnknown,
-			"the connection to the database server was lost while a request was in flight; its outcome is unknown").Wrap(err)
-		e.Hint = "The server may have failed over. Check whether the transaction committed before retrying it."
-		out = e.Encode(out)
-		for range owed {
-			out = wire.AppendReadyForQuery(out, status)
+	for i := range owed {
+		if i > 0 || !answered {
+			e := wire.Errorf(wire.CodeResolutionUnknown,
+				"the connection to the database server was lost while a request was in flight; its outcome is unknown").Wrap(err)
+			e.Hint = "The server may have failed over. Check whether the transaction committed before retrying it."
+			if i > 0 {
+				e = m.errLost()
+			}
+			out = e.Encode(out)
 		}
+		out = wire.AppendReadyForQuery(out, status)
 	}
 	m.cout = out
 	return Step{ToClient: out, Release: ReleaseDiscard}
 }
 
-// lostReply answers a client message while its transaction is lost: a
-// ROLLBACK ends it, anything else fails as in an aborted transaction.
+// survivesServer reports whether the client outlives a failure of its
+// server connection: in transaction mode, when nothing ties its session
+// to that connection.
+func (m *Machine) survivesServer() bool {
+	return m.cfg.Mode == ModeTransaction && m.pins == 0 && m.login == nil && !m.syncing
+}
+
+// endsClass reports statements whose last ends a transaction.
+func endsClass(c []sqlclass.Statement) bool {
+	if len(c) == 0 {
+		return false
+	}
+	switch c[len(c)-1].Command {
+	case "COMMIT", "ROLLBACK":
+		return true
+	}
+	return false
+}
+
+// lostReply answers a client message while its transaction is lost, as
+// PostgreSQL answers in a failed transaction: ROLLBACK, or COMMIT (which
+// PostgreSQL turns into a rollback there), ends it, in the simple or the
+// extended protocol; anything else fails with errLost.
 func (m *Machine) lostReply(typ byte, all int, body []byte) Step {
+	out := m.cout[:0]
 	switch typ {
 	case wire.MsgQuery:
-		if isRollback(body) {
-			m.lostTx = false
-			out := wire.AppendMessage(m.cout[:0], wire.MsgCommandComplete, []byte("ROLLBACK\x00"))
-			m.cout = wire.AppendReadyForQuery(out, wire.TxIdle)
+		sql, _, _ := bytes.Cut(body, []byte{0})
+		if !endsTx(sql) {
+			out = m.errLost().Encode(out)
+			m.cout = wire.AppendReadyForQuery(out, wire.TxFailed)
 			return Step{Skip: all, ToClient: m.cout}
 		}
-		out := m.errLost().Encode(m.cout[:0])
-		m.cout = wire.AppendReadyForQuery(out, wire.TxFailed)
+		m.lostTx = false
+		out = wire.AppendMessage(out, wire.MsgCommandComplete, []byte("ROLLBACK\x00"))
+		m.cout = wire.AppendReadyForQuery(out, wire.TxIdle)
 		return Step{Skip: all, ToClient: m.cout}
 	case wire.MsgSync:
-		m.cout = wire.AppendReadyForQuery(m.cout[:0], wire.TxFailed)
+		status := byte(wire.TxFailed)
+		if m.lostEnded {
+			status, m.lostTx = wire.TxIdle, false
+		}
+		m.lostEnd, m.lostEnded = false, false
+		m.cout = wire.AppendReadyForQuery(out, status)
 		return Step{Skip: all, ToClient: m.cout}
 	case wire.MsgFlush, wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
 		return Step{Skip: all}
+	case wire.MsgParse:
+		name, rest, _ := bytes.Cut(body, []byte{0})
+		query, _, _ := bytes.Cut(rest, []byte{0})
+		if endsTx(query) && m.stmts.define(name, rest) {
+			m.lostEnd = true
+			m.cout = append(out, wire.MsgParseComplete, 0, 0, 0, 4)
+			return Step{Skip: all, ToClient: m.cout}
+		}
+	case wire.MsgBind:
+		if _, name, ok := bindHead(body); ok && m.stmts.endsTx(name) {
+			m.lostEnd = true
+			m.cout = append(out, wire.MsgBindComplete, 0, 0, 0, 4)
+			return Step{Skip: all, ToClient: m.cout}
+		}
+	case wire.MsgDescribe:
+		if m.lostEnd {
+			if len(body) > 0 && body[0] == 'S' {
+				out = append(out, wire.MsgParameterDescription, 0, 0, 0, 6, 0, 0)
+			}
+			m.cout = append(out, wire.MsgNoData, 0, 0, 0, 4)
+			return Step{Skip: all, ToClient: m.cout}
+		}
+	case wire.MsgExecute:
+		if m.lostEnd {
+			m.lostEnded = true
+			m.cout = wire.AppendMessage(out, wire.MsgCommandComplete, []byte("ROLLBACK\x00"))
+			return Step{Skip: all, ToClient: m.cout}
+		}
 	}
+	m.lostEnd = false
 	m.discarding = true
-	m.cout = m.errLost().Encode(m.cout[:0])
+	m.cout = m.errLost().Encode(out)
 	return Step{Skip: all, ToClient: m.cout}
 }
 
@@ -878,12 +972,13 @@ func (m *Machine) errLost() *wire.Error {
 	return e
 }
 
-// isRollback reports a simple Query that is only ROLLBACK or ABORT.
-func isRollback(body []byte) bool {
-	sql, _, _ := bytes.Cut(body, []byte{0})
+// endsTx reports SQL that is only ROLLBACK, ABORT, COMMIT or END, which
+// end a failed transaction (as a rollback).
+func endsTx(sql []byte) bool {
 	s := strings.ToLower(strings.TrimRight(strings.TrimSpace(string(sql)), "; \t\n"))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, " transaction"), " work")
 	switch s {
-	case "rollback", "abort", "rollback transaction", "rollback work", "abort transaction", "abort work":
+	case "rollback", "abort", "commit", "end":
 		return true
 	}
 	return false
@@ -920,7 +1015,7 @@ func (m *Machine) failServer(e *wire.Error) Step {
 func (m *Machine) detach() {
 	m.srv = nil
 	m.q.reset()
-	m.batch, m.held, m.copyIn, m.syncing, m.sawFatal = false, false, false, false, false
+	m.batch, m.held, m.copyIn, m.syncing, m.sawFatal, m.softFatal = false, false, false, false, false, false
 	m.tx = wire.TxIdle
 }
 

@@ -734,6 +734,92 @@ func TestTranscriptServerLostUnderTransaction(t *testing.T) {
 	}
 }
 
+// A lost transaction ends with a ROLLBACK or COMMIT in the extended
+// protocol too (as drivers send them), answered as PostgreSQL answers a
+// failed transaction's: ParseComplete, BindComplete, CommandComplete
+// "ROLLBACK", and ReadyForQuery 'I'. Other statements fail until then.
+func TestTranscriptLostTransactionEndsInExtendedProtocol(t *testing.T) {
+	for _, end := range []string{"rollback", "COMMIT", "end transaction"} {
+		h := newHarness(t, ModeTransaction)
+		h.client(query("BEGIN"))
+		h.server(cc("BEGIN"), rfq('T'))
+		h.toCli()
+		h.client(query("INSERT INTO t VALUES (1)"))
+		h.sent()
+		h.m.ServerGone(fmt.Errorf("EOF"))
+		h.toClient = nil
+		// A statement in the lost transaction fails; its batch is skipped.
+		h.client(parse("", "SELECT 1"))
+		h.client(bind("", ""))
+		h.client(execute())
+		h.client(syncMsg())
+		check(t, "a statement in the lost transaction", h.toCli(), "E ZE")
+		h.client(parse("", end))
+		h.client(bind("", ""))
+		h.client(msg('D', byte('P'), ""))
+		h.client(execute())
+		h.client(syncMsg())
+		check(t, end+" in the extended protocol", h.toCli(), "1 2 n C ZI")
+		if h.sent() != "" {
+			t.Fatalf("%s: sent to a server", end)
+		}
+		if st := h.m.Client('Q', len(query("SELECT 1"))-5, query("SELECT 1")[5:]); st.Need != NeedServer {
+			t.Fatalf("after %s: %+v, want a borrow", end, st)
+		}
+	}
+}
+
+// A COMMIT in flight when the server is lost: 08007 (its outcome is
+// unknown), and the client is out of its transaction, as after a failed
+// COMMIT in PostgreSQL.
+func TestTranscriptServerLostUnderCommit(t *testing.T) {
+	for _, extended := range []bool{false, true} {
+		h := newHarness(t, ModeTransaction)
+		h.client(query("BEGIN"))
+		h.server(cc("BEGIN"), rfq('T'))
+		h.toCli()
+		if extended {
+			h.client(parse("", "COMMIT"))
+			h.client(bind("", ""))
+			h.client(execute())
+			h.client(syncMsg())
+		} else {
+			h.client(query("COMMIT"))
+		}
+		h.sent()
+		st := h.m.ServerGone(fmt.Errorf("EOF"))
+		check(t, "COMMIT lost", typesOf(st.ToClient, false), "E ZI")
+		if !bytes.Contains(st.ToClient, []byte("08007")) {
+			t.Fatal("not 08007")
+		}
+		if st := h.m.Client('Q', len(query("SELECT 1"))-5, query("SELECT 1")[5:]); st.Need != NeedServer {
+			t.Fatalf("after the lost COMMIT: %+v, want a borrow", st)
+		}
+	}
+}
+
+// A server's FATAL for a request in flight (the backend terminated, the
+// server shutting down) reaches an unpinned transaction-mode client as an
+// ERROR with the server's SQLSTATE; when the connection then closes, the
+// client is owed nothing more and lives on.
+func TestTranscriptServerFatalBecomesError(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.client(query("SELECT pg_sleep(10)"))
+	h.sent()
+	fatal := msg('E', byte('S'), "FATAL", byte('V'), "FATAL", byte('C'), "57P01", byte('M'), "terminating connection due to administrator command", byte(0))
+	h.server(fatal)
+	got := h.toClient
+	h.toClient = nil
+	if !bytes.Contains(got, []byte("SERROR\x00")) || !bytes.Contains(got, []byte("57P01")) || bytes.Contains(got, []byte("FATAL")) {
+		t.Fatalf("to client: %q, want an ERROR with 57P01", got)
+	}
+	st := h.m.ServerGone(fmt.Errorf("EOF"))
+	if st.End {
+		t.Fatal("the client was ended")
+	}
+	check(t, "after the connection closed", typesOf(st.ToClient, false), "ZI")
+}
+
 // Pinned clients' state lived on the lost connection: they are ended.
 func TestTranscriptServerLostUnderPinnedClient(t *testing.T) {
 	h := newHarness(t, ModeTransaction)

@@ -34,6 +34,7 @@ const (
 type reply struct {
 	kind     replyKind
 	query    bool            // replySync of a simple Query
+	ends     bool            // replySync: its batch ends a transaction (COMMIT, ROLLBACK)
 	copyEnds int             // replySync: the client's COPY ends before it
 	purpose  internalPurpose // of a replyInternal
 	names    []string        // replyInternal read-back: the parameters in the row

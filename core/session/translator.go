@@ -52,6 +52,36 @@ func newStmtDef(rest []byte) *stmtDef {
 	return def
 }
 
+// define records a client statement without a server, where no server
+// connection is held (a lost transaction's ROLLBACK): it is prepared on
+// the next connection that needs it, as any other.
+// It reports false for a name the client already uses.
+func (t *translator) define(name, rest []byte) bool {
+	def := newStmtDef(rest)
+	if len(name) == 0 {
+		t.unnamed = def
+		return true
+	}
+	if _, taken := t.prepared[string(name)]; taken {
+		return false
+	}
+	if t.prepared == nil {
+		t.prepared = make(map[string]*stmtDef)
+	}
+	t.prepared[string(name)] = def
+	return true
+}
+
+// endsTx reports whether the client statement name (empty: the unnamed
+// one) ends a transaction: ROLLBACK, COMMIT and their synonyms.
+func (t *translator) endsTx(name []byte) bool {
+	def := t.unnamed
+	if len(name) > 0 {
+		def = t.prepared[string(name)]
+	}
+	return def != nil && endsTx([]byte(def.query))
+}
+
 // errTooManyStatements is the reject for a Parse beyond maxClient.
 func (t *translator) errTooManyStatements() *wire.Error {
 	return wire.Errorf(wire.CodeConfigLimitExceeded,

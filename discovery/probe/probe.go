@@ -1,17 +1,29 @@
-// Package probe is a topology source that asks the servers themselves:
-// every interval it connects (once, then keeps the connection) to each
-// host with the monitor credentials and runs
-// pg_catalog.pg_is_in_recovery(). The one reachable host not in recovery
-// is the writer, as libpq's target_session_attrs=read-write finds it;
-// reachable hosts in recovery are replicas; unreachable hosts are left out,
-// so their pools are retired. Two hosts out of recovery at once (a
-// split brain during a failover) never make two writers: the writer
-// already known stays, and if it is not one of them there is none until
-// only one remains.
+// Package probe gives the servers the final word on a cluster's topology.
+// Every interval it asks each candidate, on its own connection with the
+// monitor credentials, whether it is in recovery and how far it has
+// replayed (schema-qualified SQL, so a search_path cannot redirect it).
+//
+// Candidates come from a list of hosts, from a discovery source (Consul,
+// static configuration) that claims roles, or both. With PromotionProbe
+// the one reachable server not in recovery is the writer, as libpq's
+// target_session_attrs=read-write finds it. With PromotionDiscovery the
+// writer is the one discovery names, and probing only fences it: a
+// claimed writer that is in recovery never receives a write. Either way,
+// two servers out of recovery at once (a split brain during a failover)
+// never make two writers: the writer already known stays, and if it is not
+// one of them there is none until only one remains.
+//
+// Replicas that cannot be reached, that are not in recovery, or that lag
+// more than the limits are kept in the snapshot but marked unhealthy, so
+// the reader pool skips them and takes them back when they recover.
 package probe
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +36,29 @@ import (
 // DefaultInterval is health_check_interval's default.
 const DefaultInterval = time.Second
 
-// Source probes a fixed list of hosts.
+// Promotion says who names the writer.
+type Promotion int
+
+const (
+	// ByProbe takes the reachable server not in recovery as the writer.
+	ByProbe Promotion = iota
+	// ByDiscovery takes the writer discovery names, if the probes agree
+	// it is not in recovery.
+	ByDiscovery
+)
+
+// Source probes a cluster's candidates.
 type Source struct {
-	// Hosts are the candidates' host:port.
+	// Hosts are candidates whose role only the probes find (host:port).
 	Hosts []string
+	// Discover, when set, names candidates and claims their roles.
+	Discover topology.Source
+	// Promotion says who names the writer.
+	Promotion Promotion
+	// MaxLag and MaxLagBytes mark a replica unhealthy while it is further
+	// behind; zero means no limit.
+	MaxLag      time.Duration
+	MaxLagBytes int64
 	// Endpoint is the template of a probe connection: database, monitor
 	// user and password, TLS and connect timeout (Addr is each host).
 	Endpoint pool.Endpoint
@@ -36,68 +67,164 @@ type Source struct {
 	Log      *zap.Logger
 }
 
+// probeSQL asks a server its role and position in one round trip: in
+// recovery, its replayed (replica) or current (writer) WAL position, and
+// whether it has received WAL it has not replayed yet, with the seconds
+// since the last transaction it replayed.
+const probeSQL = `SELECT s.r, CASE WHEN s.r THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END,
+ CASE WHEN s.r THEN COALESCE(pg_catalog.pg_last_wal_receive_lsn() OPERATOR(pg_catalog.>) pg_catalog.pg_last_wal_replay_lsn(), false) ELSE false END,
+ COALESCE(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.pg_last_xact_replay_timestamp()), 0)
+ FROM (SELECT pg_catalog.pg_is_in_recovery() AS r) s`
+
+// result is what one probe found.
+type result struct {
+	reachable, inRecovery bool
+	lsn                   uint64 // replayed (replica) or current (writer) position
+	behind                bool   // received WAL not yet replayed
+	sinceReplay           float64
+}
+
+// sample is the writer's WAL position at one moment.
+type sample struct {
+	at  time.Time
+	lsn uint64
+}
+
+// historyLen bounds the writer positions kept to measure lag in seconds.
+const historyLen = 600
+
+// prober is the state of one Run.
+type prober struct {
+	*Source
+	log       *zap.Logger
+	conns     map[string]*pool.Conn
+	writer    string                   // the last healthy writer published
+	hadWriter bool                     // whether the last snapshot had a healthy writer
+	history   []sample                 // the writer's positions, oldest first
+	unwell    map[string]string        // why each unhealthy endpoint is, as last logged
+	roles     map[string]topology.Role // the role each address last had
+}
+
 // Run implements topology.Source.
 func (s *Source) Run(ctx context.Context, sink topology.Sink) {
 	interval := s.Interval
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	log := s.Log
-	if log == nil {
-		log = zap.NewNop()
+	p := &prober{Source: s, log: s.Log, conns: map[string]*pool.Conn{}, unwell: map[string]string{}, roles: map[string]topology.Role{}}
+	if p.log == nil {
+		p.log = zap.NewNop()
 	}
-	conns := make([]*pool.Conn, len(s.Hosts))
 	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
+		for _, c := range p.conns {
+			c.Close()
 		}
 	}()
-	writer := ""
+	claims := make(chan topology.Snapshot, 1)
+	var claim *topology.Snapshot
+	if s.Discover != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Discover.Run(ctx, relay{Sink: sink, latest: claims})
+		}()
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		results := s.probeAll(ctx, conns, interval)
-		snap, w := decide(s.Hosts, results, writer)
-		if w != writer {
-			log.Info("probe: writer", zap.String("was", writer), zap.String("now", w))
-			writer = w
+		if s.Discover == nil || claim != nil {
+			cands := candidates(s.Hosts, claim)
+			now := time.Now()
+			rs := p.probeAll(ctx, cands, interval)
+			if ctx.Err() != nil {
+				return
+			}
+			snap := p.decide(cands, rs, claim, now)
+			p.reportLags(sink, cands, rs, now)
+			sink.Publish(snap)
+			sink.ReportStatus(topology.Status{Source: "probe", LastOK: now})
 		}
-		sink.Publish(snap)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case c := <-claims:
+			// Discovery changed its mind: probe the new claim at once,
+			// so a new writer is fenced or taken without waiting.
+			claim = &c
 		}
 	}
 }
 
-// result is what one probe found.
-type result struct {
-	reachable, inRecovery bool
+// relay passes a discovery source's reports on, keeping only its latest
+// snapshot for the prober.
+type relay struct {
+	topology.Sink
+	latest chan topology.Snapshot
 }
 
-// probeAll probes every host at once, each within the interval.
-func (s *Source) probeAll(ctx context.Context, conns []*pool.Conn, interval time.Duration) []result {
-	out := make([]result, len(s.Hosts))
+func (r relay) Publish(s topology.Snapshot) bool {
+	select {
+	case <-r.latest:
+	default:
+	}
+	r.latest <- s
+	return true
+}
+
+// candidates returns the addresses to probe: the hosts and those the
+// claim names, each once.
+func candidates(hosts []string, claim *topology.Snapshot) []string {
+	out := slices.Clone(hosts)
+	if claim != nil {
+		if claim.Writer != nil {
+			out = append(out, claim.Writer.Addr)
+		}
+		for _, r := range claim.Replicas {
+			out = append(out, r.Addr)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// probeAll probes every candidate at once, each within the interval, and
+// closes the connections of addresses no longer probed.
+func (p *prober) probeAll(ctx context.Context, cands []string, limit time.Duration) []result {
+	for a, c := range p.conns {
+		if !slices.Contains(cands, a) {
+			c.Close()
+			delete(p.conns, a)
+		}
+	}
+	out := make([]result, len(cands))
+	conns := make([]*pool.Conn, len(cands))
 	var wg sync.WaitGroup
-	for i, h := range s.Hosts {
+	for i, h := range cands {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], conns[i] = s.probe(ctx, h, conns[i], interval)
+			out[i], conns[i] = p.probe(ctx, h, p.conns[h], limit)
 		}()
 	}
 	wg.Wait()
+	for i, h := range cands {
+		if conns[i] != nil {
+			p.conns[h] = conns[i]
+		} else {
+			delete(p.conns, h)
+		}
+	}
 	return out
 }
 
 // probe asks one host, opening a connection when it has none; a failed
 // probe closes it.
-func (s *Source) probe(ctx context.Context, host string, c *pool.Conn, limit time.Duration) (result, *pool.Conn) {
+func (p *prober) probe(ctx context.Context, host string, c *pool.Conn, limit time.Duration) (result, *pool.Conn) {
 	if c == nil {
-		ep := s.Endpoint
+		ep := p.Endpoint
 		ep.Addr = host
 		if ep.ConnectTimeout <= 0 || ep.ConnectTimeout > limit {
 			ep.ConnectTimeout = limit
@@ -108,42 +235,214 @@ func (s *Source) probe(ctx context.Context, host string, c *pool.Conn, limit tim
 		}
 	}
 	c.SetDeadline(time.Now().Add(limit))
-	row, err := c.QueryRow("SELECT pg_catalog.pg_is_in_recovery()")
-	if err != nil || len(row) != 1 {
+	row, err := c.QueryRow(probeSQL)
+	if err != nil || len(row) != 4 {
 		c.Close()
 		return result{}, nil
 	}
 	c.SetDeadline(time.Time{})
-	return result{reachable: true, inRecovery: row[0] == "t"}, c
+	r := result{reachable: true, inRecovery: row[0] == "t", behind: row[2] == "t"}
+	r.lsn, _ = ParseLSN(row[1])
+	r.sinceReplay, _ = strconv.ParseFloat(row[3], 64)
+	return r, c
 }
 
-// decide makes a snapshot of what the probes found, given the writer
-// known so far, and returns the writer it chose ("" for none).
-func decide(hosts []string, rs []result, known string) (topology.Snapshot, string) {
+// decide makes the snapshot of what the probes found.
+func (p *prober) decide(cands []string, rs []result, claim *topology.Snapshot, now time.Time) topology.Snapshot {
 	var snap topology.Snapshot
-	var primaries []string
-	for i, r := range rs {
-		switch {
-		case !r.reachable:
-		case r.inRecovery:
-			snap.Replicas = append(snap.Replicas, topology.Endpoint{Addr: hosts[i], Role: topology.Replica, Healthy: true, Source: "probe"})
-		default:
-			primaries = append(primaries, hosts[i])
+	res := func(addr string) (result, bool) {
+		i, ok := slices.BinarySearch(cands, addr)
+		if !ok {
+			return result{}, false
 		}
+		return rs[i], true
+	}
+	claimedWriter := ""
+	if claim != nil && claim.Writer != nil {
+		claimedWriter = claim.Writer.Addr
 	}
 	writer := ""
-	switch {
-	case len(primaries) == 1:
-		writer = primaries[0]
-	case len(primaries) > 1:
-		for _, p := range primaries {
-			if p == known {
-				writer = p
+	var writerWhy string
+	if p.Promotion == ByDiscovery {
+		if claimedWriter != "" {
+			switch r, _ := res(claimedWriter); {
+			case !r.reachable:
+				writer, writerWhy = claimedWriter, "unreachable"
+			case r.inRecovery:
+				// Fenced: discovery calls it the writer, but it is a
+				// standby (demoted, or not promoted yet).
+				writerWhy = "in recovery"
+			default:
+				writer = claimedWriter
 			}
+		}
+	} else {
+		var primaries []string
+		for i, r := range rs {
+			if r.reachable && !r.inRecovery {
+				primaries = append(primaries, cands[i])
+			}
+		}
+		switch {
+		case len(primaries) == 1:
+			writer = primaries[0]
+		case len(primaries) > 1 && slices.Contains(primaries, p.writer):
+			writer = p.writer
+		case len(primaries) > 1 && slices.Contains(primaries, claimedWriter):
+			writer = claimedWriter
+		case len(primaries) == 0 && p.writer != "" && slices.Contains(cands, p.writer):
+			if r, _ := res(p.writer); !r.reachable {
+				// Lost, and nothing promoted yet: keep it, unhealthy, so
+				// that its pool is kept should it come back.
+				writer, writerWhy = p.writer, "unreachable"
+			}
+		}
+		if len(primaries) > 1 {
+			p.log.Warn("probe: more than one server is out of recovery", zap.Strings("servers", primaries), zap.String("writer", writer))
 		}
 	}
 	if writer != "" {
-		snap.Writer = &topology.Endpoint{Addr: writer, Role: topology.Writer, Healthy: true, Source: "probe"}
+		snap.Writer = &topology.Endpoint{Addr: writer, Role: topology.Writer, Healthy: writerWhy == "", Why: writerWhy, Source: "probe"}
+		if writer == claimedWriter {
+			snap.Writer.Source = claim.Writer.Source
+		}
 	}
-	return snap, writer
+	if writerWhy == "in recovery" {
+		p.note(claimedWriter+" (writer)", "fenced: in recovery")
+	}
+	switch healthy := snap.Writer != nil && snap.Writer.Healthy; {
+	case healthy && writer != p.writer:
+		p.log.Info("probe: writer", zap.String("was", p.writer), zap.String("now", writer))
+		p.writer = writer
+	case !healthy && p.hadWriter:
+		p.log.Warn("probe: no usable writer", zap.String("last", p.writer), zap.String("candidate", writer), zap.String("why", writerWhy))
+	}
+	p.hadWriter = snap.Writer != nil && snap.Writer.Healthy
+	if snap.Writer != nil && snap.Writer.Healthy {
+		if r, _ := res(writer); r.reachable {
+			p.history = append(p.history, sample{now, r.lsn})
+			if len(p.history) > historyLen {
+				p.history = slices.Delete(p.history, 0, len(p.history)-historyLen)
+			}
+		}
+	}
+
+	// Replicas: those discovery claims, and (promotion by probe) every
+	// other candidate that is a standby.
+	claimed := map[string]topology.Endpoint{}
+	if claim != nil {
+		for _, e := range claim.Replicas {
+			claimed[e.Addr] = e
+		}
+	}
+	for i, addr := range cands {
+		if addr == writer {
+			continue
+		}
+		r := rs[i]
+		ce, isClaimed := claimed[addr]
+		switch {
+		case isClaimed:
+		case p.Promotion == ByProbe && r.reachable && r.inRecovery:
+		case p.Promotion == ByProbe && !r.reachable && p.roles[addr] == topology.Replica && slices.Contains(p.Hosts, addr):
+			// A host that was a replica and cannot be reached now: kept,
+			// unhealthy, with its pools.
+		default:
+			continue
+		}
+		ep := topology.Endpoint{Addr: addr, Role: topology.Replica, Healthy: true, Source: "probe"}
+		if isClaimed {
+			ep.Source = ce.Source
+		}
+		switch {
+		case isClaimed && !ce.Healthy:
+			ep.Healthy, ep.Why = false, ce.Why
+		case !r.reachable:
+			ep.Healthy, ep.Why = false, "unreachable"
+		case !r.inRecovery:
+			ep.Healthy, ep.Why = false, "not in recovery"
+		case p.lagging(r, now):
+			ep.Healthy, ep.Why = false, "lagging"
+		}
+		snap.Replicas = append(snap.Replicas, ep)
+	}
+	for _, e := range snap.Replicas {
+		p.roles[e.Addr] = topology.Replica
+		p.note(e.Addr, e.Why)
+	}
+	if snap.Writer != nil {
+		p.roles[writer] = topology.Writer
+		p.note(writer+" (writer)", snap.Writer.Why)
+	}
+	return snap
+}
+
+// note logs an endpoint's health when it changes.
+func (p *prober) note(who, why string) {
+	if p.unwell[who] == why {
+		return
+	}
+	if why == "" {
+		p.log.Info("probe: endpoint healthy again", zap.String("endpoint", who), zap.String("was", p.unwell[who]))
+		delete(p.unwell, who)
+		return
+	}
+	p.log.Warn("probe: endpoint unhealthy", zap.String("endpoint", who), zap.String("why", why))
+	p.unwell[who] = why
+}
+
+// lag measures how far a replica with result r is behind the writer: in
+// bytes of WAL, and in seconds since the writer was first seen at a
+// position the replica has not replayed (a lower bound with the probe
+// interval as resolution). Without the writer's positions, seconds are
+// those since the replica's last replayed transaction while it has more
+// to replay, and bytes are -1.
+func (p *prober) lag(r result, now time.Time) topology.Lag {
+	l := topology.Lag{Bytes: -1, ReplayLSN: r.lsn, At: now}
+	if n := len(p.history); n > 0 && p.history[n-1].at.Equal(now) {
+		l.Bytes = max(int64(p.history[n-1].lsn)-int64(r.lsn), 0)
+		for _, s := range p.history {
+			if s.lsn > r.lsn {
+				l.Seconds = now.Sub(s.at).Seconds()
+				break
+			}
+		}
+		return l
+	}
+	if r.behind {
+		l.Seconds = r.sinceReplay
+	}
+	return l
+}
+
+// lagging reports whether a replica is past the lag limits.
+func (p *prober) lagging(r result, now time.Time) bool {
+	if p.MaxLag <= 0 && p.MaxLagBytes <= 0 {
+		return false
+	}
+	l := p.lag(r, now)
+	return p.MaxLag > 0 && l.Seconds > p.MaxLag.Seconds() || p.MaxLagBytes > 0 && l.Bytes > p.MaxLagBytes
+}
+
+// reportLags hands every reachable standby's lag to the sink.
+func (p *prober) reportLags(sink topology.Sink, cands []string, rs []result, now time.Time) {
+	for i, r := range rs {
+		if r.reachable && r.inRecovery {
+			sink.ReportLag(cands[i], p.lag(r, now))
+		}
+	}
+}
+
+// ParseLSN parses a WAL position in PostgreSQL's text form, X/Y in hex.
+func ParseLSN(s string) (uint64, error) {
+	hi, lo, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return 0, fmt.Errorf("invalid WAL position %q", s)
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("invalid WAL position %q", s)
+	}
+	return h<<32 | l, nil
 }
