@@ -191,7 +191,7 @@ func (s *Session) serveServer(ctx context.Context) error {
 	}
 	body, inHeap, err := s.readBody(srv.R, n, s.m.ServerNeeds(typ, n))
 	if err != nil {
-		return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
+		return s.serverLost(ctx, err)
 	}
 	return s.perform(ctx, s.m.Server(typ, n, body), typ, n, inHeap, fromServer)
 }
@@ -202,7 +202,7 @@ func (s *Session) serveServer(ctx context.Context) error {
 func (s *Session) unstall(ctx context.Context) error {
 	if f := s.m.Unstall(); f != nil {
 		if _, err := s.srv.W.Write(f); err != nil {
-			return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
+			return s.serverLost(ctx, err)
 		}
 	}
 	return s.flushBoth(ctx)
@@ -250,7 +250,7 @@ func (s *Session) serverReadFailed(ctx context.Context, err error) error {
 			return nil // a stray wake-up
 		}
 	}
-	return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
+	return s.serverLost(ctx, err)
 }
 
 // perform carries out a step answering the current message of from (type
@@ -265,7 +265,7 @@ func (s *Session) perform(ctx context.Context, st session.Step, typ byte, n int,
 	srv := s.srv
 	if len(st.ToServer) > 0 && srv != nil {
 		if _, err := srv.W.Write(st.ToServer); err != nil {
-			return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
+			return s.serverLost(ctx, err)
 		}
 	}
 	if from != fromNobody {
@@ -351,6 +351,9 @@ func (s *Session) pass(ctx context.Context, st session.Step, n int, inHeap bool,
 func (s *Session) readFailed(ctx context.Context, from source, err error) error {
 	if from == fromServer {
 		// Part of the message may have reached the client.
+		if s.srv != nil {
+			s.srv.Pool().Suspect()
+		}
 		return s.perform(ctx, s.m.ServerBroke(err), 0, 0, false, fromNobody)
 	}
 	// Half a message went to the server: the connection cannot be reused.
@@ -367,6 +370,17 @@ func (s *Session) readFailed(ctx context.Context, from source, err error) error 
 func (s *Session) writeFailed(ctx context.Context, from source, err error) error {
 	if from == fromServer {
 		return errClientGone
+	}
+	return s.serverLost(ctx, err)
+}
+
+// serverLost handles the failure of the held connection (err from reading
+// or writing it). Its pool checks every idle connection before lending one
+// for a while: when a server dies, its other connections die with it, and
+// the next borrower must not be handed one of them.
+func (s *Session) serverLost(ctx context.Context, err error) error {
+	if s.srv != nil {
+		s.srv.Pool().Suspect()
 	}
 	return s.perform(ctx, s.m.ServerGone(err), 0, 0, false, fromNobody)
 }

@@ -63,6 +63,7 @@ type Pool struct {
 	waiters  waitQueue
 	closed   bool
 	fenced   bool
+	suspect  time.Time          // until then every idle connection is checked before it is lent
 	lent     map[*Conn]struct{} // borrowed connections, for Fence
 	stats    Stats
 	params   serverParams
@@ -109,7 +110,7 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 		p.idle = p.idle[:len(p.idle)-1]
 		now := time.Now()
 		expired := p.expiredLocked(c, now)
-		check := now.Sub(c.idleSince) > healthCheckAfter
+		check := now.Sub(c.idleSince) > healthCheckAfter || now.Before(p.suspect)
 		p.mu.Unlock()
 		// The health check is a system call: keep it outside the lock.
 		if !expired && (!check || c.alive()) {
@@ -321,6 +322,18 @@ func (p *Pool) Close() {
 		c.Close()
 	}
 }
+
+// Suspect says one of the pool's connections failed under its borrower:
+// for suspectWindow, every idle connection is checked before it is lent,
+// however briefly it was idle, since a server that died took them all.
+func (p *Pool) Suspect() {
+	p.mu.Lock()
+	p.suspect = time.Now().Add(suspectWindow)
+	p.mu.Unlock()
+}
+
+// suspectWindow is how long Suspect makes Borrow check every connection.
+const suspectWindow = time.Second
 
 // Fence is Close that also cuts the borrowed connections at once: their
 // sockets are closed under their borrowers, whose work on them fails. It

@@ -376,7 +376,7 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 		p.listeners[i].cluster = l.Cluster
 		p.listeners[i].role = roleOf(l)
 	}
-	p.reloadTopology(cfg)
+	p.reloadTopology(old, cfg)
 	p.log.Info("configuration reloaded", zap.Int("max_connections", cfg.Pool.MaxConnections))
 	return nil
 }

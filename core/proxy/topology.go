@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -135,12 +136,17 @@ func (p *Proxy) retirePools(cluster string, snap *topology.Snapshot) {
 }
 
 // reloadTopology applies a reload's cluster blocks to the clusters that
-// have no external source.
-func (p *Proxy) reloadTopology(cfg *config.Config) {
+// have no external source, and warns of discovery settings (old to cfg)
+// that an external source only takes at the next start.
+func (p *Proxy) reloadTopology(old, cfg *config.Config) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for name, cl := range cfg.Clusters {
 		if _, external := p.topo.sources[name]; external {
+			if was, ok := old.Clusters[name]; ok && !sameDiscovery(was, cl) {
+				p.log.Warn("reload: a cluster's discovery settings (writer, replicas, hosts, consul, monitor, promotion, lag limits) change only on restart; the running ones stay",
+					zap.String("cluster", name))
+			}
 			continue
 		}
 		tc, ok := p.topo.clusters[name]
@@ -152,6 +158,18 @@ func (p *Proxy) reloadTopology(cfg *config.Config) {
 		}
 		tc.Publish(fixed(cl).Snapshot())
 	}
+}
+
+// sameDiscovery reports whether two cluster blocks discover their servers
+// the same way.
+func sameDiscovery(a, b config.Cluster) bool {
+	consulEq := (a.Consul == nil) == (b.Consul == nil) && (a.Consul == nil || a.Consul.Address == b.Consul.Address &&
+		a.Consul.Service == b.Consul.Service && a.Consul.WriterTag == b.Consul.WriterTag &&
+		a.Consul.ReplicaTag == b.Consul.ReplicaTag && a.Consul.Datacenter == b.Consul.Datacenter && a.Consul.Token == b.Consul.Token)
+	return consulEq && a.Writer == b.Writer && slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.Hosts, b.Hosts) &&
+		a.MonitorUser == b.MonitorUser && a.MonitorPassword == b.MonitorPassword &&
+		a.HealthCheckInterval == b.HealthCheckInterval && a.PromotionMode() == b.PromotionMode() &&
+		a.MaxReplicaLag == b.MaxReplicaLag && a.MaxReplicaLagBytes == b.MaxReplicaLagBytes
 }
 
 func (p *Proxy) stopTopology() {
@@ -234,8 +252,11 @@ func (p *Proxy) borrow(ctx context.Context, clusterName string, role session.Rol
 		if err == nil || !unreachable(err) || ctx.Err() != nil || !time.Now().Before(deadline) {
 			return c, err
 		}
-		if tc != nil && tc.Current() != seen {
-			continue
+		if tc != nil {
+			tc.Suspect() // the prober looks again at once
+			if tc.Current() != seen {
+				continue
+			}
 		}
 		retry := time.NewTimer(min(retryPause, time.Until(deadline)))
 		select {

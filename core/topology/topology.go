@@ -79,6 +79,10 @@ type Sink interface {
 	ReportLag(addr string, l Lag)
 	// ReportStatus records the health of the source itself.
 	ReportStatus(Status)
+	// Suspicions returns a channel closed when core next suspects the
+	// topology is stale (it could not reach an endpoint): a source that
+	// polls should look again at once.
+	Suspicions() <-chan struct{}
 }
 
 // Lag is how far a replica is behind its writer.
@@ -113,6 +117,7 @@ type Cluster struct {
 	cur     atomic.Pointer[Snapshot]
 	mu      sync.Mutex
 	changed chan struct{}
+	suspect chan struct{}     // closed by Suspect
 	changes int               // snapshots published that changed something
 	lags    map[string]Lag    // by replica address
 	status  map[string]Status // by source name
@@ -147,6 +152,27 @@ func (c *Cluster) Publish(s Snapshot) bool {
 	close(c.changed)
 	c.changed = make(chan struct{})
 	return true
+}
+
+// Suspect says an endpoint of the cluster could not be reached: sources
+// waiting on Suspicions look again.
+func (c *Cluster) Suspect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.suspect != nil {
+		close(c.suspect)
+		c.suspect = nil
+	}
+}
+
+// Suspicions implements Sink.
+func (c *Cluster) Suspicions() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.suspect == nil {
+		c.suspect = make(chan struct{})
+	}
+	return c.suspect
 }
 
 // Changes returns how many published snapshots changed the topology.

@@ -154,9 +154,21 @@ func (s *Source) Run(ctx context.Context, sink topology.Sink) {
 			// Discovery changed its mind: probe the new claim at once,
 			// so a new writer is fenced or taken without waiting.
 			claim = &c
+		case <-sink.Suspicions():
+			// Core could not reach an endpoint: look again now, but not
+			// more often than every minSuspicionGap.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(minSuspicionGap):
+			}
 		}
 	}
 }
+
+// minSuspicionGap bounds how often core's suspicions make the prober look
+// again between its ticks.
+const minSuspicionGap = 20 * time.Millisecond
 
 // relay passes a discovery source's reports on, keeping only its latest
 // snapshot for the prober.
