@@ -2,8 +2,10 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // failoverResult is what failoverUnderLoad measured.
@@ -42,6 +45,12 @@ func failoverUnderLoad(t *testing.T, e *testEnv, writers, idles int, tell func()
 		if _, err := idle[i].Exec(ctx, "INSERT INTO t (client, at) VALUES (-1, 'before')"); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A pinned client: its session state (LISTEN) lives on one server
+	// connection and cannot be rebuilt on the new writer.
+	pinned := e.connect(t)
+	if _, err := pinned.Exec(ctx, "LISTEN failover"); err != nil {
+		t.Fatal(err)
 	}
 	conns := make([]*pgx.Conn, writers)
 	for i := range conns {
@@ -139,6 +148,11 @@ func failoverUnderLoad(t *testing.T, e *testEnv, writers, idles int, tell func()
 		} else {
 			r.idleKept++
 		}
+	}
+	_, err := pinned.Exec(ctx, "SELECT 1")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Detail, "pinned to its server connection (LISTEN") {
+		t.Errorf("the pinned client after the failover: %v (%+v), want 08006 saying its pinned state is lost", err, pe)
 	}
 	t.Logf("promotion to first successful write: %s; transactions committed %d, failed %d; idle clients kept %d/%d",
 		r.toFirstWrite, r.committed, r.failed, r.idleKept, r.idle)

@@ -999,7 +999,15 @@ func (m *Machine) serverBroken(err error) Step {
 		m.login = nil
 		return Step{Release: ReleaseDiscard, End: true}
 	}
-	return m.failServer(wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err))
+	e := wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err)
+	if m.cfg.Mode == ModeTransaction && m.pins != 0 {
+		// Session state lived on that connection: it cannot be rebuilt
+		// on another one, so the session ends, saying why.
+		e.Detail = "This session was pinned to its server connection (" + strings.Join(m.Pinned(), ", ") +
+			"); that state cannot be rebuilt on another connection."
+		e.Hint = "Reconnect; the server may have failed over."
+	}
+	return m.failServer(e)
 }
 
 // failServer discards the held connection and ends the session with e.

@@ -825,7 +825,11 @@ func TestTranscriptServerLostUnderPinnedClient(t *testing.T) {
 	h := newHarness(t, ModeTransaction)
 	h.client(query("LISTEN x"))
 	h.server(cc("LISTEN"), rfq('I'))
-	if st := h.m.ServerGone(fmt.Errorf("EOF")); !st.End {
+	st := h.m.ServerGone(fmt.Errorf("EOF"))
+	if !st.End {
 		t.Fatalf("pinned client survived its server: %+v", st)
+	}
+	if !bytes.Contains(st.ToClient, []byte("08006")) || !bytes.Contains(st.ToClient, []byte("LISTEN")) {
+		t.Fatalf("to client %q: want 08006 naming the pin", st.ToClient)
 	}
 }
