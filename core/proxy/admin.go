@@ -8,9 +8,10 @@ import (
 )
 
 // adminHandler serves the admin HTTP endpoints: /healthz answers 200 while
-// the proxy accepts clients; /pools lists each pool's counters; /sessions
-// lists the clients with their pin reasons, and how often each reason
-// pinned a session.
+// the proxy accepts clients; /metrics serves the Prometheus metrics
+// (metrics.go); /pools lists each pool's counters; /sessions lists the
+// clients with their pin reasons, and how often each reason pinned a
+// session.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -23,6 +24,7 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", p.metrics.handler())
 	mux.HandleFunc("GET /pools", func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		out := make(map[string]pool.Stats, len(p.pools))
