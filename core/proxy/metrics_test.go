@@ -369,6 +369,77 @@ func sendCancel(t *testing.T, addr string, pid, secret uint32) {
 	io.Copy(io.Discard, conn) // the proxy closes it
 }
 
+// /readyz answers 503 naming the cluster while no writer is known (its
+// primary stopped, found by probing), and 200 again once a replica is
+// promoted; the failover is counted, and so is the time until the first
+// write after it.
+func TestReadyzFollowsTheWriter(t *testing.T) {
+	e := newEnv(t, envOptions{replicas: 1, probe: true, pool: `borrow_timeout = "30s"`, admin: adminOn})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	awaitReady := func(want int) string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, body := e.admin(t, "/readyz")
+			if code == want {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz answers %d (%q), want %d", code, body, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	awaitReady(http.StatusOK)
+	m := e.await(t, "the writer and the replica", func(m metricSet) bool {
+		return m.value("sluice_writer_known", "cluster", "main") == 1 && m.value("sluice_replicas", "cluster", "main") == 1
+	})
+	if n := m.value("sluice_topology_changes_total", "cluster", "main"); n < 1 {
+		t.Errorf("sluice_topology_changes_total = %v, want at least 1", n)
+	}
+	c := e.connect(t)
+	if _, err := c.Exec(ctx, "CREATE TABLE t (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitReplicas(t)
+
+	if err := e.pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	body := awaitReady(http.StatusServiceUnavailable)
+	if !strings.Contains(body, `cluster "main" has no known writer`) {
+		t.Errorf("/readyz without a writer says %q, want it to name the cluster", body)
+	}
+	m = e.scrape(t)
+	if m.value("sluice_writer_known", "cluster", "main") != 0 || m.value("sluice_failovers_total", "cluster", "main") != 0 {
+		t.Errorf("with the writer lost: writer_known %v, failovers %v; want 0, 0",
+			m.value("sluice_writer_known", "cluster", "main"), m.value("sluice_failovers_total", "cluster", "main"))
+	}
+
+	if err := e.replicas[0].Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	awaitReady(http.StatusOK)
+	m = e.scrape(t)
+	if n := m.value("sluice_failovers_total", "cluster", "main"); n != 1 {
+		t.Errorf("sluice_failovers_total = %v after one failover, want 1", n)
+	}
+	if n := m.value("sluice_writer_recovery_seconds", "cluster", "main"); n != 0 {
+		t.Errorf("writer recovery observed %v times before any write", n)
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatalf("a write after the failover: %v", err)
+	}
+	m = e.scrape(t)
+	if n := m.value("sluice_writer_recovery_seconds", "cluster", "main"); n != 1 {
+		t.Errorf("writer recovery observed %v times after the first write, want 1", n)
+	}
+	if sum := m.series("sluice_writer_recovery_seconds", "cluster", "main"); len(sum) == 1 && sum[0].GetHistogram().GetSampleSum() <= 0 {
+		t.Errorf("writer recovery took %vs, want more than 0", sum[0].GetHistogram().GetSampleSum())
+	}
+}
+
 // sinkSource is a topology source that hands its Sink to the test, which
 // then reports through it what discovery would: snapshots, lags, status.
 type sinkSource struct{ sinks chan topology.Sink }
@@ -390,6 +461,9 @@ func TestMetricsReplicaLagAndDiscovery(t *testing.T) {
 	case sink = <-src.sinks:
 	case <-ctx.Done():
 		t.Fatal("the topology source was never run")
+	}
+	if code, body := e.admin(t, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before the source reported a writer: %d %q, want 503", code, body)
 	}
 	writer := topology.Endpoint{Addr: e.pg.Addr(), Role: topology.Writer, Healthy: true, Source: "test"}
 	replica := topology.Endpoint{Addr: e.replicas[0].Addr(), Role: topology.Replica, Healthy: true, Source: "test"}
@@ -418,6 +492,9 @@ func TestMetricsReplicaLagAndDiscovery(t *testing.T) {
 	sink.ReportLag(replica.Addr, topology.Lag{Bytes: lag, Seconds: 0.25, At: time.Now()})
 	sink.ReportStatus(topology.Status{Source: "test", LastOK: lastOK})
 
+	if code, body := e.admin(t, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with a writer: %d %q, want 200", code, body)
+	}
 	m := e.scrape(t)
 	at := []string{"cluster", "main", "replica", replica.Addr}
 	if len(m.series("sluice_replica_lag_bytes", at...)) != 1 || m.value("sluice_replica_lag_bytes", at...) != float64(lag) {
