@@ -392,7 +392,7 @@ func (s *Session) release(ctx context.Context, how session.Release, cancel bool)
 	}
 	s.srvDL = false
 	s.queryDL, s.cancelled = time.Time{}, false
-	s.reqStart = time.Time{}
+	s.reqStart = 0
 	if s.inTx.Load() {
 		s.inTx.Store(false)
 	}

@@ -62,8 +62,8 @@ func loginFailure(err error) LoginFailure {
 // forwarded notes that a client request went to the held server: the
 // server's response time runs from the first message of a request.
 func (s *Session) forwarded() {
-	if s.reqStart.IsZero() {
-		s.reqStart = time.Now()
+	if s.reqStart == 0 {
+		s.reqStart = max(time.Since(s.born), 1)
 	}
 }
 
@@ -71,16 +71,16 @@ func (s *Session) forwarded() {
 // on srv to its pool's Observer. When more requests are owed (a
 // pipeline), the next one's time runs from now.
 func (s *Session) answered(srv *pool.Conn, status byte) {
-	now := time.Now()
+	now := max(time.Since(s.born), 1)
 	took := time.Duration(-1)
-	if !s.reqStart.IsZero() {
-		took = now.Sub(s.reqStart)
+	if s.reqStart != 0 {
+		took = now - s.reqStart
 	}
 	srv.Pool().Observer().Served(took, status == wire.TxIdle)
 	if inTx := status != wire.TxIdle; s.inTx.Load() != inTx {
 		s.inTx.Store(inTx)
 	}
-	s.reqStart = time.Time{}
+	s.reqStart = 0
 	if s.m.AwaitsClientRequest() {
 		s.reqStart = now
 	}

@@ -229,7 +229,7 @@ func borrowError(ctx context.Context, err error) *wire.Error {
 func (s *Session) attach(srv *pool.Conn) {
 	s.srv = srv
 	s.queryDL, s.cancelled = time.Time{}, false
-	s.reqStart = time.Time{}
+	s.reqStart = 0
 	if s.inTx.Load() {
 		s.inTx.Store(false)
 	}

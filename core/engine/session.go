@@ -91,9 +91,11 @@ type Session struct {
 	// serverSpoke: the watcher saw the server send while the client was
 	// awaited.
 	serverSpoke bool
-	// reqStart is when the client request the server is answering now was
-	// forwarded (or the previous one answered); zero when none is owed.
-	reqStart time.Time
+	// reqStart is when (since born) the client request the server is
+	// answering now was forwarded, or the previous one answered; zero when
+	// none is owed. A monotonic reading is cheaper than time.Now.
+	reqStart time.Duration
+	born     time.Time // when New made the session
 	// failure says why the login failed, once Serve has returned.
 	failure LoginFailure
 
@@ -132,6 +134,7 @@ func New(id uint64, conn net.Conn, startup *wire.Startup, key session.Key, env *
 		cr:      wire.NewReader(conn),
 		cw:      wire.NewWriter(conn),
 		m:       session.New(env.Session, key),
+		born:    time.Now(),
 	}
 	s.log = log.With(zap.Uint64("session", id), zap.String("client", conn.RemoteAddr().String()))
 	s.m.OnPin = func(reason string) {
