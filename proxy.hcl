@@ -25,7 +25,7 @@ auth {
 }
 
 admin {
-  address = "127.0.0.1:9930" # HTTP: /healthz, /pools
+  address = "127.0.0.1:9930" # HTTP: /healthz, /readyz, /metrics, /pools, /sessions
 }
 
 log {

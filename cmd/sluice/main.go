@@ -84,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			next, err := config.Load(*path, os.Environ())
 			if err == nil {
 				err = p.Reload(next)
+			} else {
+				p.ReloadFailed() // Reload counts the others
 			}
 			if err != nil {
 				log.Error("reload rejected; keeping the running configuration", zap.Error(err))

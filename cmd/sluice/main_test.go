@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,7 +36,7 @@ func TestVersionAndCheck(t *testing.T) {
 		t.Fatalf("check of a bad file: %d %q", code, errb.String())
 	}
 	good := filepath.Join(dir, "good.hcl")
-	os.WriteFile(good, []byte(configText("127.0.0.1:0", "127.0.0.1:5432", 5)), 0o600)
+	os.WriteFile(good, []byte(configText("127.0.0.1:0", "127.0.0.1:5432", "", 5)), 0o600)
 	out.Reset()
 	errb.Reset()
 	if code := run([]string{"check", "--config", good}, &out, &errb); code != 0 {
@@ -42,7 +44,9 @@ func TestVersionAndCheck(t *testing.T) {
 	}
 }
 
-func configText(listen, writer string, maxConns int) string {
+// configText is a configuration with one listener, one writer and, unless
+// admin is empty, an admin address.
+func configText(listen, writer, admin string, maxConns int) string {
 	return fmt.Sprintf(`
 listen "main" {
   address = %q
@@ -62,12 +66,15 @@ auth {
     backend_password = "env:TEST_APP_PASSWORD"
   }
 }
+admin {
+  address = %q
+}
 log {
   level = "info"
   format = "json"
 }
 shutdown_timeout = "3s"
-`, listen, maxConns, writer)
+`, listen, maxConns, writer, admin)
 }
 
 // TestSignals runs the real binary: SIGHUP applies a new max_connections
@@ -87,8 +94,11 @@ func TestSignals(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close()
+	l, _ = net.Listen("tcp", "127.0.0.1:0")
+	adminAddr := l.Addr().String()
+	l.Close()
 	cfgPath := filepath.Join(t.TempDir(), "proxy.hcl")
-	os.WriteFile(cfgPath, []byte(configText(addr, pg.Addr(), 1)), 0o600)
+	os.WriteFile(cfgPath, []byte(configText(addr, pg.Addr(), adminAddr, 1)), 0o600)
 
 	cmd := exec.Command(bin, "run", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "TEST_APP_PASSWORD=pw")
@@ -155,9 +165,21 @@ func TestSignals(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGHUP)
 	waitLog("reload rejected")
 
-	os.WriteFile(cfgPath, []byte(configText(addr, pg.Addr(), 2)), 0o600)
+	os.WriteFile(cfgPath, []byte(configText(addr, pg.Addr(), adminAddr, 2)), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
 	waitLog("configuration reloaded")
+	// Both reloads are counted, the one whose file did not load too.
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{`sluice_config_reloads_total{result="ok"} 1`, `sluice_config_reloads_total{result="failed"} 1`} {
+		if !strings.Contains(string(metrics), line+"\n") {
+			t.Errorf("/metrics after a rejected and an applied SIGHUP lacks %q", line)
+		}
+	}
 	var n int
 	if err := b.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("after raising max_connections by SIGHUP: %d, %v", n, err)

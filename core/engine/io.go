@@ -101,6 +101,9 @@ func (s *Session) serveClient(ctx context.Context) (int, error) {
 		if st.Skip < wire.HeaderLen+n && s.srv != nil && !st.End {
 			sent += wire.HeaderLen + n - st.Skip
 		}
+		if sent > 0 && s.srv != nil {
+			s.forwarded()
+		}
 		return sent, s.perform(ctx, st, typ, n, inHeap, fromClient)
 	}
 }
@@ -193,7 +196,12 @@ func (s *Session) serveServer(ctx context.Context) error {
 	if err != nil {
 		return s.serverLost(ctx, err)
 	}
-	return s.perform(ctx, s.m.Server(typ, n, body), typ, n, inHeap, fromServer)
+	answer := typ == wire.MsgReadyForQuery && len(body) == 1 && s.m.AwaitsClientRequest()
+	st := s.m.Server(typ, n, body)
+	if answer {
+		s.answered(srv, body[0])
+	}
+	return s.perform(ctx, st, typ, n, inHeap, fromServer)
 }
 
 // unstall makes sure the server has all it needs to send what it owes
@@ -398,6 +406,10 @@ func (s *Session) release(ctx context.Context, how session.Release, cancel bool)
 	}
 	s.srvDL = false
 	s.queryDL, s.cancelled = time.Time{}, false
+	s.reqStart = 0
+	if s.inTx.Load() {
+		s.inTx.Store(false)
+	}
 	s.publish()
 	if how == session.ReleaseReturn && srv.W.Buffered() > 0 && srv.W.Flush() != nil {
 		how = session.ReleaseDiscard

@@ -52,6 +52,8 @@ func (s *Session) Serve(ctx context.Context) {
 	err := s.login(ctx)
 	if err == nil {
 		err = s.relay(ctx)
+	} else {
+		s.failure = loginFailure(err)
 	}
 	if s.srv != nil {
 		s.perform(ctx, s.m.ClientGone(), 0, 0, false, fromNobody)
@@ -227,6 +229,10 @@ func borrowError(ctx context.Context, err error) *wire.Error {
 func (s *Session) attach(srv *pool.Conn) {
 	s.srv = srv
 	s.queryDL, s.cancelled = time.Time{}, false
+	s.reqStart = 0
+	if s.inTx.Load() {
+		s.inTx.Store(false)
+	}
 	s.publish()
 }
 

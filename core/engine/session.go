@@ -10,6 +10,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -90,8 +91,16 @@ type Session struct {
 	// serverSpoke: the watcher saw the server send while the client was
 	// awaited.
 	serverSpoke bool
+	// reqStart is when (since born) the client request the server is
+	// answering now was forwarded, or the previous one answered; zero when
+	// none is owed. A monotonic reading is cheaper than time.Now.
+	reqStart time.Duration
+	born     time.Time // when New made the session
+	// failure says why the login failed, once Serve has returned.
+	failure LoginFailure
 
 	lastActive atomic.Int64 // unix nanoseconds of the last client message
+	inTx       atomic.Bool  // the held connection's last ReadyForQuery was not 'I'
 	killErr    atomic.Pointer[wire.Error]
 	closed     atomic.Bool
 
@@ -101,11 +110,16 @@ type Session struct {
 	info Info
 }
 
-// Info describes the session for the admin API and tests.
+// Info describes the session for the admin API, metrics and tests.
 type Info struct {
 	User, Database string
 	Pinned         []string
 	Holds          bool
+	// Server is the pool of the held connection, or nil.
+	Server *pool.Pool
+	// InTransaction: the held connection is inside a transaction block
+	// (its last ReadyForQuery for the client said 'T' or 'E').
+	InTransaction bool
 }
 
 // New returns a session for a client that has sent startup on conn (which
@@ -120,6 +134,7 @@ func New(id uint64, conn net.Conn, startup *wire.Startup, key session.Key, env *
 		cr:      wire.NewReader(conn),
 		cw:      wire.NewWriter(conn),
 		m:       session.New(env.Session, key),
+		born:    time.Now(),
 	}
 	s.log = log.With(zap.Uint64("session", id), zap.String("client", conn.RemoteAddr().String()))
 	s.m.OnPin = func(reason string) {
@@ -146,8 +161,10 @@ func (s *Session) Key() session.Key {
 // Info returns a snapshot of the session.
 func (s *Session) Info() Info {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.info
+	in := s.info
+	s.mu.Unlock()
+	in.InTransaction = in.Holds && s.inTx.Load()
+	return in
 }
 
 // IdleSince returns when the client last sent a message, and whether it
@@ -182,29 +199,37 @@ func (s *Session) Close() {
 	}
 }
 
+// ErrNothingToCancel is returned by Cancel when the session holds no
+// server connection: it runs nothing a cancel could stop.
+var ErrNothingToCancel = errors.New("the session holds no server connection")
+
 // Cancel forwards a cancel request to the server connection the client
-// holds at this moment, if any. The connection is marked so that it is
-// closed rather than reused: a late cancel can never reach another
-// client's query.
-func (s *Session) Cancel(ctx context.Context) {
+// holds at this moment, if any, and returns ErrNothingToCancel when there
+// is none, or the error of sending it (pool.ErrCancel). The connection is
+// marked so that it is closed rather than reused: a late cancel can never
+// reach another client's query.
+func (s *Session) Cancel(ctx context.Context) error {
 	s.mu.Lock()
 	srv := s.held
 	if srv != nil {
 		srv.MarkBroken()
 	}
 	s.mu.Unlock()
-	if srv != nil {
-		s.cancelServer(ctx, srv)
+	if srv == nil {
+		return ErrNothingToCancel
 	}
+	return s.cancelServer(ctx, srv)
 }
 
 // cancelServer sends a CancelRequest for srv's backend.
-func (s *Session) cancelServer(ctx context.Context, srv *pool.Conn) {
+func (s *Session) cancelServer(ctx context.Context, srv *pool.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 	defer cancel()
-	if err := srv.Cancel(ctx); err != nil {
+	err := srv.Cancel(ctx)
+	if err != nil {
 		s.log.Warn("forwarding cancel request", zap.Error(err))
 	}
+	return err
 }
 
 // publish refreshes what Info and Cancel see.
@@ -212,6 +237,10 @@ func (s *Session) publish() {
 	s.mu.Lock()
 	s.held = s.srv
 	s.info.Holds = s.srv != nil
+	s.info.Server = nil
+	if s.srv != nil {
+		s.info.Server = s.srv.Pool()
+	}
 	s.info.Pinned = s.m.Pinned()
 	s.mu.Unlock()
 	s.pinBits = s.m.PinBits()

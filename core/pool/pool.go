@@ -55,6 +55,7 @@ type Pool struct {
 	name string
 	dial DialFunc
 	log  *zap.Logger
+	obs  Observer // never nil
 
 	mu       sync.Mutex
 	settings Settings
@@ -71,8 +72,12 @@ type Pool struct {
 
 // New returns an empty pool. name identifies the pool in client-facing
 // errors and logs; it must not contain addresses or credentials.
-func New(name string, dial DialFunc, s Settings, log *zap.Logger) *Pool {
-	return &Pool{name: name, dial: dial, settings: s, log: log}
+func New(name string, dial DialFunc, s Settings, log *zap.Logger, opts ...Option) *Pool {
+	p := &Pool{name: name, dial: dial, settings: s, log: log, obs: nopObserver{}}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // Name returns the pool's name.
@@ -84,14 +89,19 @@ func (p *Pool) Name() string { return p.name }
 func (p *Pool) SetSettings(s Settings) {
 	p.mu.Lock()
 	p.settings = s
+	surplus := 0
 	for len(p.idle) > 0 && p.open > s.MaxConnections {
 		c := p.idle[0]
 		p.idle = p.idle[1:]
 		p.open--
+		surplus++
 		go c.Close()
 	}
 	p.grantLocked()
 	p.mu.Unlock()
+	for range surplus {
+		p.obs.Closed(CloseSurplus)
+	}
 }
 
 // Borrow returns a connection for the caller's exclusive use, opening one
@@ -99,16 +109,25 @@ func (p *Pool) SetSettings(s Settings) {
 // must hand it back with Return (or Discard when it is unusable). A timeout
 // is reported as a *wire.Error with SQLSTATE 53300 naming the pool.
 func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
+	start := time.Now()
+	c, err := p.borrow(ctx, start)
+	if err != ErrClosed {
+		p.obs.Waited(time.Since(start))
+	}
+	return c, err
+}
+
+// borrow is Borrow, which began at start.
+func (p *Pool) borrow(ctx context.Context, start time.Time) (*Conn, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
 	p.stats.Borrows++
-	for len(p.idle) > 0 {
+	for now := start; len(p.idle) > 0; now = time.Now() {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		now := time.Now()
 		expired := p.expiredLocked(c, now)
 		check := now.Sub(c.idleSince) > healthCheckAfter || now.Before(p.suspect)
 		p.mu.Unlock()
@@ -117,6 +136,14 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 			return p.lend(c)
 		}
 		c.Close()
+		switch {
+		case expired:
+			p.obs.Closed(CloseLifetime)
+		case c.Broken():
+			p.obs.Closed(CloseBroken)
+		default:
+			p.obs.Closed(CloseServerGone)
+		}
 		p.mu.Lock()
 		p.open--
 		p.grantLocked()
@@ -159,6 +186,7 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
+	p.obs.TimedOut()
 	return nil, wire.Errorf(wire.CodeTooManyConnections,
 		"timed out after %s waiting for a server connection in pool %s", timeout, p.name).
 		Wrap(ErrBorrowTimeout)
@@ -182,6 +210,7 @@ func (p *Pool) lend(c *Conn) (*Conn, error) {
 		p.open--
 		p.mu.Unlock()
 		c.Close()
+		p.obs.Closed(CloseRetired)
 		return nil, ErrClosed
 	}
 	if p.lent == nil {
@@ -202,11 +231,13 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 		p.open--
 		p.grantLocked()
 		p.mu.Unlock()
+		p.obs.DialFailed()
 		return nil, err
 	}
 	c.pool = p
 	p.noteDefaultsLocked(c)
 	p.mu.Unlock()
+	p.obs.Opened()
 	return p.lend(c)
 }
 
@@ -217,11 +248,12 @@ func (p *Pool) Return(c *Conn) {
 	p.mu.Lock()
 	delete(p.lent, c)
 	now := time.Now()
-	if p.closed || c.Broken() || p.expiredLocked(c, now) || p.open > p.settings.MaxConnections {
+	if why, unusable := p.unusableLocked(c, now); unusable {
 		p.open--
 		p.grantLocked()
 		p.mu.Unlock()
 		c.Close()
+		p.obs.Closed(why)
 		return
 	}
 	if w := p.waiters.pop(); w != nil {
@@ -233,11 +265,28 @@ func (p *Pool) Return(c *Conn) {
 		p.open--
 		p.mu.Unlock()
 		c.Close()
+		p.obs.Closed(CloseSurplus)
 		return
 	}
 	c.idleSince = now
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
+}
+
+// unusableLocked says why a connection coming back must be closed, if it
+// must.
+func (p *Pool) unusableLocked(c *Conn, now time.Time) (CloseReason, bool) {
+	switch {
+	case p.closed:
+		return CloseRetired, true
+	case c.Broken():
+		return CloseBroken, true
+	case p.expiredLocked(c, now):
+		return CloseLifetime, true
+	case p.open > p.settings.MaxConnections:
+		return CloseSurplus, true
+	}
+	return 0, false
 }
 
 // Discard closes a borrowed connection that must not be reused and frees
@@ -274,12 +323,18 @@ func (p *Pool) Reap(now time.Time) {
 	p.mu.Lock()
 	kept := p.idle[:0]
 	var doomed []*Conn
+	var why []CloseReason
 	for _, c := range p.idle {
-		if p.expiredLocked(c, now) || (p.settings.IdleTimeout > 0 && now.Sub(c.idleSince) > p.settings.IdleTimeout) {
-			doomed = append(doomed, c)
+		switch {
+		case p.expiredLocked(c, now):
+			why = append(why, CloseLifetime)
+		case p.settings.IdleTimeout > 0 && now.Sub(c.idleSince) > p.settings.IdleTimeout:
+			why = append(why, CloseIdleTimeout)
+		default:
+			kept = append(kept, c)
 			continue
 		}
-		kept = append(kept, c)
+		doomed = append(doomed, c)
 	}
 	for i := len(kept); i < len(p.idle); i++ {
 		p.idle[i] = nil
@@ -288,8 +343,9 @@ func (p *Pool) Reap(now time.Time) {
 	p.open -= len(doomed)
 	p.grantLocked()
 	p.mu.Unlock()
-	for _, c := range doomed {
+	for i, c := range doomed {
 		c.Close()
+		p.obs.Closed(why[i])
 	}
 }
 
@@ -320,6 +376,7 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.Close()
+		p.obs.Closed(CloseRetired)
 	}
 }
 

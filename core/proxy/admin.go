@@ -2,15 +2,20 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/sluicedb/sluice/core/pool"
 )
 
 // adminHandler serves the admin HTTP endpoints: /healthz answers 200 while
-// the proxy accepts clients; /pools lists each pool's counters; /sessions
-// lists the clients with their pin reasons, and how often each reason
-// pinned a session.
+// the proxy accepts clients; /readyz answers 200 while it accepts clients
+// and every cluster has a known writer, 503 naming what is missing
+// otherwise; /metrics serves the Prometheus metrics (metrics.go); /pools
+// lists each pool's counters; /sessions lists the clients with their pin
+// reasons, and how often each reason pinned a session.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -23,6 +28,14 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if why := p.unready(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", p.metrics.handler())
 	mux.HandleFunc("GET /pools", func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		out := make(map[string]pool.Stats, len(p.pools))
@@ -41,4 +54,27 @@ func (p *Proxy) adminHandler() http.Handler {
 		}{p.Sessions(), p.PinCounts()})
 	})
 	return mux
+}
+
+// unready says why the proxy is not ready to serve (shutting down, or
+// the clusters with no known writer, one per line), or "" when it is.
+func (p *Proxy) unready() string {
+	p.mu.Lock()
+	closed := p.closed
+	names := make([]string, 0, len(p.topo.clusters))
+	for name, tc := range p.topo.clusters {
+		if tc.Current().UsableWriter() == nil {
+			names = append(names, name)
+		}
+	}
+	p.mu.Unlock()
+	if closed {
+		return "shutting down"
+	}
+	slices.Sort(names)
+	lines := make([]string, len(names))
+	for i, name := range names {
+		lines[i] = fmt.Sprintf("cluster %q has no known writer", name)
+	}
+	return strings.Join(lines, "\n")
 }

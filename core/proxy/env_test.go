@@ -65,6 +65,8 @@ type envOptions struct {
 	// credentials.
 	consul bool
 	pg     pgtest.Options
+	// options are more proxy options, such as a proxy.WithTopology.
+	options []proxy.Option
 }
 
 // newEnv starts PostgreSQL with role "app" (password backendPass) and a
@@ -164,7 +166,7 @@ shutdown_timeout = "2s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(cfg, log, opts...)
+	p, err := proxy.New(cfg, log, append(opts, o.options...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -19,6 +21,8 @@ import (
 // handle serves one accepted connection: TLS and startup negotiation, then
 // a cancel request or a session.
 func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
+	cc := p.metrics.accepted(l)
+	defer cc.closed()
 	st0 := p.state.Load()
 	var lc config.Listener
 	for _, c := range st0.cfg.Listeners {
@@ -32,6 +36,9 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		p.log.Debug("startup failed", zap.String("client", nc.RemoteAddr().String()), zap.Error(err))
 		if we, ok := err.(*wire.Error); ok {
 			conn.Write(we.Encode(nil))
+			cc.rejected(rejectBadStartup)
+		} else if errors.Is(err, errTLSHandshake) {
+			cc.rejected(rejectTLSHandshake)
 		}
 		conn.Close()
 		return
@@ -45,6 +52,7 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		we := wire.Fatalf(wire.CodeInvalidAuthorization, "sluice requires TLS: connect with sslmode=require or stronger")
 		conn.Write(we.Encode(nil))
 		conn.Close()
+		cc.rejected(rejectTLSRequired)
 		return
 	}
 
@@ -55,6 +63,7 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		p.mu.Unlock()
 		conn.Write(wire.Fatalf(wire.CodeCannotConnectNow, "the proxy is shutting down").Encode(nil))
 		conn.Close()
+		cc.rejected(rejectShutdown)
 		return
 	}
 	p.sessions[key] = s
@@ -71,6 +80,9 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 		p.mu.Unlock()
 	}()
 	s.Serve(ctx)
+	if why := s.LoginFailure(); why != "" {
+		cc.rejected(string(why))
+	}
 }
 
 // sessionEnv is what a session of a listener's cluster needs, under the
@@ -104,6 +116,9 @@ func (p *Proxy) sessionEnv(st *state, cluster string, role session.Role) *engine
 		QueryTimeout:             st.cfg.Pool.QueryTimeout,
 	}
 }
+
+// errTLSHandshake wraps a failed TLS handshake with a client.
+var errTLSHandshake = errors.New("TLS handshake failed")
 
 // negotiate reads startup packets until a StartupMessage or CancelRequest,
 // answering SSLRequest (with a TLS handshake when the listener has TLS)
@@ -139,7 +154,7 @@ func (p *Proxy) negotiate(nc net.Conn, tc *tls.Config) (net.Conn, *wire.Startup,
 			// plaintext a client sent early goes to the handshake and fails it.
 			tlsConn := tls.Server(nc, tc)
 			if err := tlsConn.Handshake(); err != nil {
-				return nc, nil, err
+				return nc, nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
 			}
 			conn = tlsConn
 		}

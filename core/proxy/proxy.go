@@ -67,6 +67,8 @@ type Proxy struct {
 	pinMu     sync.Mutex
 	pinCounts map[string]uint64
 
+	metrics *metrics
+
 	topo topologies
 
 	nextID    atomic.Uint64
@@ -107,6 +109,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Proxy, error) {
 
 		startupTimeout: startupTimeout,
 	}
+	p.metrics = newMetrics(p)
 	p.state.Store(st)
 	for _, o := range opts {
 		o(p)
@@ -351,8 +354,22 @@ func (p *Proxy) closeListeners() {
 // authentication and TLS settings take effect without dropping a client;
 // sessions keep the pool they have. Listener addresses cannot change
 // without a restart. An invalid configuration is rejected and the old one
-// stays.
+// stays. Every call is counted in sluice_config_reloads_total.
 func (p *Proxy) Reload(cfg *config.Config) error {
+	err := p.reload(cfg)
+	p.metrics.reloaded(err)
+	return err
+}
+
+// ReloadFailed counts a reload that failed before Reload could be called,
+// such as a configuration file that no longer parses, so that
+// sluice_config_reloads_total counts every attempt.
+func (p *Proxy) ReloadFailed() { p.metrics.reloaded(errReloadFailed) }
+
+// errReloadFailed stands for a reload that failed before Reload.
+var errReloadFailed = errors.New("reload failed")
+
+func (p *Proxy) reload(cfg *config.Config) error {
 	old := p.state.Load().cfg
 	if len(cfg.Listeners) != len(old.Listeners) {
 		return errors.New("reload: listeners cannot be added or removed without a restart")
@@ -434,9 +451,10 @@ func (p *Proxy) cancel(ctx context.Context, pid, secret uint32) {
 	p.mu.Unlock()
 	if s == nil {
 		p.log.Debug("cancel request for no session ignored")
+		p.metrics.cancelled(false, nil)
 		return
 	}
-	s.Cancel(ctx)
+	p.metrics.cancelled(true, s.Cancel(ctx))
 }
 
 // sweep reaps idle server connections and ends clients idle longer than

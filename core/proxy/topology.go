@@ -85,6 +85,7 @@ func (p *Proxy) followTopology(ctx context.Context, tc *topology.Cluster, src to
 	}
 	for {
 		ch := tc.Changed()
+		p.metrics.noteTopology(tc.Name(), tc.Current())
 		select {
 		case <-ctx.Done():
 			return
@@ -207,8 +208,8 @@ func (p *Proxy) poolFor(ctx context.Context, clusterName string, role session.Ro
 					return pl, err
 				}
 			}
-			if snap.Writer != nil && snap.Writer.Healthy && (role == session.RoleWriter || cl.ReaderFallback != config.FallbackWait) {
-				return p.endpointPool(st, clusterName, *snap.Writer, u, database)
+			if w := snap.UsableWriter(); w != nil && (role == session.RoleWriter || cl.ReaderFallback != config.FallbackWait) {
+				return p.endpointPool(st, clusterName, *w, u, database)
 			}
 		}
 		if deadline == nil {
@@ -221,6 +222,7 @@ func (p *Proxy) poolFor(ctx context.Context, clusterName string, role session.Ro
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline:
+			p.metrics.noServer(clusterName, role, database, u.BackendUser)
 			what := "writer"
 			if role == session.RoleReplica {
 				what = "usable replica"
@@ -249,6 +251,7 @@ func (p *Proxy) borrow(ctx context.Context, clusterName string, role session.Rol
 			return nil, err
 		}
 		c, err := pl.Borrow(ctx)
+		p.metrics.noteBorrow(clusterName, role, err)
 		if err == nil || !unreachable(err) || ctx.Err() != nil || !time.Now().Before(deadline) {
 			return c, err
 		}
@@ -331,7 +334,8 @@ func (p *Proxy) endpointPool(st *state, clusterName string, e topology.Endpoint,
 		}
 		return pool.Connect(ctx, ep)
 	}
-	pl := pool.New(name, dial, poolSettings(st.cfg, e.Role), p.log.With(zap.String("pool", name)))
+	pl := pool.New(name, dial, poolSettings(st.cfg, e.Role), p.log.With(zap.String("pool", name)),
+		pool.WithObserver(p.metrics.poolObserver(clusterName, e.Role, database, u.BackendUser)))
 	p.pools[key] = pl
 	return pl, nil
 }

@@ -54,6 +54,16 @@ type Snapshot struct {
 	Replicas []Endpoint
 }
 
+// UsableWriter returns the writer if it is healthy: the one writes may go
+// to. A writer listed unhealthy (unreachable for now) keeps its pools but
+// takes no borrows.
+func (s *Snapshot) UsableWriter() *Endpoint {
+	if s == nil || s.Writer == nil || !s.Writer.Healthy {
+		return nil
+	}
+	return s.Writer
+}
+
 // Equal reports whether two snapshots name the same endpoints.
 func (s *Snapshot) Equal(o *Snapshot) bool {
 	if s == nil || o == nil {
