@@ -250,7 +250,7 @@ func TestConsulDownKeepsLastTopology(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits 30s with Consul down")
 	}
-	e := newEnv(t, envOptions{replicas: 1, consul: true})
+	e := newEnv(t, envOptions{replicas: 1, consul: true, admin: adminOn})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	w := e.connect(t)
@@ -283,6 +283,13 @@ func TestConsulDownKeepsLastTopology(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("with Consul down for 30s: %d writes and %d reads, none failed", writes, reads)
+	m := e.scrape(t)
+	if v := m.value("sluice_discovery_error", "cluster", "main", "source", "consul"); v != 1 {
+		t.Errorf("sluice_discovery_error{source=consul} = %v with Consul down, want 1", v)
+	}
+	if v := m.value("sluice_discovery_staleness_seconds", "cluster", "main", "source", "consul"); v < 25 {
+		t.Errorf("sluice_discovery_staleness_seconds{source=consul} = %v after 30s down, want about 30", v)
+	}
 
 	e.consul.Restart(t)
 	// The replica leaves the service: reads fall back to the writer.
@@ -294,12 +301,15 @@ func TestConsulDownKeepsLastTopology(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if v := e.scrape(t).value("sluice_discovery_error", "cluster", "main", "source", "consul"); v != 0 {
+		t.Errorf("sluice_discovery_error{source=consul} = %v with Consul back, want 0", v)
+	}
 }
 
 // A replica whose replay is paused leaves the reader pool once it lags
 // past max_replica_lag, and comes back when replay resumes.
 func TestReplicaPausedLeavesReaderPool(t *testing.T) {
-	e := newEnv(t, envOptions{replicas: 2, monitor: true, cluster: `max_replica_lag = "1s"`})
+	e := newEnv(t, envOptions{replicas: 2, monitor: true, cluster: `max_replica_lag = "1s"`, admin: adminOn})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	w := e.connect(t)
@@ -373,6 +383,16 @@ func TestReplicaPausedLeavesReaderPool(t *testing.T) {
 		}
 	}
 	t.Logf("paused replica left the reader pool %s after the pause (max_replica_lag 1s)", time.Since(start).Round(time.Millisecond))
+	m := e.scrape(t)
+	if v := m.value("sluice_replicas_banned", "cluster", "main", "why", "lagging"); v != 1 {
+		t.Errorf("sluice_replicas_banned{why=lagging} = %v, want 1", v)
+	}
+	if v := m.value("sluice_replica_lag_seconds", "replica", paused.Addr()); v < 1 {
+		t.Errorf("sluice_replica_lag_seconds of the paused replica = %v, want past 1s", v)
+	}
+	if v := m.value("sluice_replica_lag_bytes", "replica", paused.Addr()); v <= 0 {
+		t.Errorf("sluice_replica_lag_bytes of the paused replica = %v, want > 0", v)
+	}
 	if _, err := su.Exec(ctx, "SELECT pg_catalog.pg_wal_replay_resume()"); err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +406,9 @@ func TestReplicaPausedLeavesReaderPool(t *testing.T) {
 		}
 	}
 	t.Logf("resumed replica back in the reader pool after %s", time.Since(start).Round(time.Millisecond))
+	if v := e.scrape(t).value("sluice_replicas_banned", "cluster", "main"); v != 0 {
+		t.Errorf("sluice_replicas_banned = %v after the replica caught up, want 0", v)
+	}
 }
 
 // A replica killed under read load: reads move to the other one within
