@@ -33,6 +33,10 @@ type Config struct {
 	MaxClientPrepared int
 	// Policy decides routes, rejects and pins; nil means DefaultPolicy.
 	Policy Policy
+	// RecordLSN records, after each commit that wrote (transaction mode),
+	// the writer's WAL position, which the client's later replica borrows
+	// carry in Route.MinLSN (read_your_writes).
+	RecordLSN bool
 }
 
 // Key is the BackendKeyData a client is given.
@@ -87,6 +91,23 @@ type Machine struct {
 	// sends ROLLBACK.
 	lostTx bool
 
+	// Read-your-writes (sluice.go). record: RecordLSN in transaction mode.
+	record  bool
+	minLSN  LSN // SET sluice.min_lsn
+	lastLSN LSN // the writer's position after the client's last commit that wrote
+	// minInTx: min_lsn was set inside the open transaction, and was
+	// minBefore before it: a rollback restores it.
+	minInTx   bool
+	minBefore LSN
+	txWrote   bool // the open transaction wrote (record)
+	// batchWrites: the extended-protocol batch since the last Sync
+	// executes a statement that writes (record).
+	batchWrites bool
+	lsnDue      bool // a commit's position is to be recorded before the connection goes
+	// What the server reported for the request it is answering: a COMMIT
+	// or ROLLBACK command tag, an error (record, or minInTx).
+	sawCommit, sawRollback, reqErr bool
+
 	login      *loginState
 	internal   *wire.Error // the error of Sluice's own exchange in progress
 	row        []string    // the row of a read-back in progress
@@ -106,6 +127,7 @@ func New(cfg *Config, key Key) *Machine {
 	if m.policy == nil {
 		m.policy = DefaultPolicy{}
 	}
+	m.record = cfg.RecordLSN && cfg.Mode == ModeTransaction
 	m.stmts.maxServer = max(cfg.MaxPrepared, 1)
 	m.stmts.maxClient = cfg.MaxClientPrepared
 	if m.stmts.maxClient <= 0 {
@@ -203,7 +225,11 @@ func (m *Machine) ServerNeeds(typ byte, n int) int {
 	case wire.MsgReadyForQuery, wire.MsgErrorResponse, wire.MsgParameterStatus:
 		return n
 	case wire.MsgDataRow:
-		if r := m.q.peek(); r != nil && r.kind == replyInternal && r.purpose == internalReadBack {
+		if r := m.q.peek(); r != nil && r.kind == replyInternal && (r.purpose == internalReadBack || r.purpose == internalLSN) {
+			return n
+		}
+	case wire.MsgCommandComplete:
+		if m.record || m.minInTx {
 			return n
 		}
 	}
@@ -238,7 +264,7 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], status)}
 		}
 		m.q.push(reply{kind: replySync})
-		m.batch = false
+		m.batch, m.batchWrites = false, false
 		return Step{}
 	}
 	if (typ == wire.MsgCopyDone || typ == wire.MsgCopyFail) && m.srv != nil {
@@ -258,6 +284,15 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 	if m.lostTx && m.srv == nil {
 		return m.lostReply(typ, all, body)
 	}
+	if typ == wire.MsgQuery && m.cfg.Mode == ModeTransaction && !m.batch && maybeSluice(body) {
+		sql, _, _ := bytes.Cut(body, []byte{0})
+		if st, ok := parseSluice(string(sql)); ok {
+			if m.srv != nil && m.q.requests > 0 {
+				return Step{Need: NeedReplies} // answered in its turn
+			}
+			return m.sluiceAnswer(&st, all)
+		}
+	}
 	if m.srv == nil {
 		switch typ {
 		case wire.MsgSync:
@@ -274,14 +309,23 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 		}
 		d, ok := m.decide(typ, body, true)
 		if !ok {
-			return Step{Need: NeedServer}
+			return Step{Need: NeedServer, Route: m.route(Route{})}
 		}
 		if d.Reject != nil {
 			return m.rejectLocally(typ, all, d.Reject)
 		}
-		return Step{Need: NeedServer, Route: d.Route}
+		return Step{Need: NeedServer, Route: m.route(d.Route)}
 	}
 	return m.forward(typ, n, body)
+}
+
+// route adds to r the WAL position a replica must have replayed for the
+// client: its SET sluice.min_lsn, or its last recorded commit.
+func (m *Machine) route(r Route) Route {
+	if l := max(m.minLSN, m.lastLSN); l > r.MinLSN {
+		r.MinLSN = l
+	}
+	return r
 }
 
 // decide classifies a message that needs a server and asks the policy. It
@@ -311,6 +355,9 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 		}
 		if m.pendDef == nil || m.pendDef.key != string(rest) {
 			m.pendDef = newStmtDef(rest)
+		}
+		if m.pendDef.sluice {
+			return Decision{Reject: errExtendedSluice}, true
 		}
 		m.one[0] = m.pendDef.class
 		st.SQL, st.Class, st.Extended = m.pendDef.query, m.one[:], true
@@ -366,7 +413,12 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 			m.stmts.unnamed = nil
 			m.srv.UnnamedKey = ""
 		}
-		m.q.push(reply{kind: replySync, query: true})
+		r := reply{kind: replySync, query: true}
+		if m.record {
+			r.writes = m.batchWrites || anyWrites(m.class)
+			m.batchWrites = false
+		}
+		m.q.push(r)
 		m.batch = false
 	case wire.MsgParse:
 		m.batch = true
@@ -400,6 +452,9 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		repl, skip, def := m.stmts.bind(m.srv, &m.q, body, n)
 		if def != nil {
 			m.applyEffects(def.class.Effects, Decision{})
+			if m.record && writes(&def.class) {
+				m.batchWrites = true
+			}
 		}
 		out = append(out, repl...)
 		step.Skip = skip
@@ -426,10 +481,10 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 	case wire.MsgExecute:
 		m.batch = true
 	case wire.MsgSync:
-		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds})
-		m.batch = false
+		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds, writes: m.batchWrites})
+		m.batch, m.batchWrites = false, false
 	case wire.MsgFunctionCall:
-		m.q.push(reply{kind: replySync})
+		m.q.push(reply{kind: replySync, writes: m.record}) // a function may write
 	}
 	switch typ {
 	case wire.MsgQuery, wire.MsgSync, wire.MsgFlush, wire.MsgFunctionCall:
@@ -521,16 +576,24 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 			return m.serverBroken(wire.ErrBadLength)
 		}
 		m.q.skipToSync(m.undo)
-		m.q.pop()
+		r := m.q.pop()
+		if m.record || m.minInTx {
+			m.requestEnded(&r, m.tx, body[0])
+		}
 		m.tx = body[0]
 		if m.q.requests == 0 {
 			m.copyEnds, m.copies = 0, 0
 		}
 		step = m.afterReady()
+	case wire.MsgCommandComplete:
+		if m.record || m.minInTx {
+			m.noteTag(body)
+		}
 	case wire.MsgErrorResponse:
 		if pool.DecodeError(body).Fatal() {
 			m.sawFatal = true
 		}
+		m.reqErr = m.reqErr || m.record || m.minInTx
 		m.copyIn = false
 		m.q.skipToSync(m.undo)
 	case wire.MsgParameterStatus:
@@ -584,6 +647,12 @@ func (m *Machine) afterReady() Step {
 	}
 	if m.gone {
 		return m.cleanup()
+	}
+	if m.lsnDue {
+		m.lsnDue = false
+		if m.srv.Params["in_hot_standby"] != "on" { // a replica's position says nothing of the writer's
+			return m.own(internalLSN, lsnQuery, nil)
+		}
 	}
 	if m.cfg.Mode != ModeTransaction || m.pins != 0 {
 		return Step{}
@@ -639,7 +708,7 @@ func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
 			}
 		}
 	case wire.MsgDataRow:
-		if r.purpose == internalReadBack {
+		if r.purpose == internalReadBack || r.purpose == internalLSN {
 			row, err := wire.ParseDataRow(body)
 			if err != nil {
 				return m.serverBroken(err)
@@ -685,6 +754,20 @@ func (m *Machine) ownDone(r reply) Step {
 		}
 		m.params.applyRow(m.srv, r.names, m.row)
 		m.row = nil
+		return m.afterReady()
+	case internalLSN:
+		if err == nil && len(m.row) == 1 {
+			if l, ok := ParseLSN(m.row[0]); ok && l > m.lastLSN {
+				m.lastLSN = l
+			}
+		}
+		m.row = nil
+		if m.tx != wire.TxIdle {
+			return m.failServer(wire.Fatalf(wire.CodeConnectionFailure,
+				"server connection failed while recording its WAL position").Wrap(errOr(err)))
+		}
+		// A failure (a server in recovery) records nothing: the client's
+		// reads are not held back by a position the writer never had.
 		return m.afterReady()
 	case internalReset:
 		if err != nil {
@@ -827,6 +910,9 @@ func (m *Machine) ServerGone(err error) Step {
 		}
 	}
 	inTx := m.tx != wire.TxIdle
+	if m.minInTx {
+		m.minLSN, m.minInTx = m.minBefore, false // the transaction is lost: rolled back
+	}
 	m.detach()
 	out := m.cout[:0]
 	status := byte(wire.TxIdle)
@@ -922,6 +1008,8 @@ func (m *Machine) detach() {
 	m.q.reset()
 	m.batch, m.held, m.copyIn, m.syncing, m.sawFatal = false, false, false, false, false
 	m.tx = wire.TxIdle
+	m.txWrote, m.batchWrites, m.lsnDue = false, false, false
+	m.sawCommit, m.sawRollback, m.reqErr = false, false, false
 }
 
 // fatal ends the session with e, which the client receives.
