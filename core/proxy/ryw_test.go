@@ -165,7 +165,8 @@ func TestReadYourWritesThroughSplitListener(t *testing.T) {
 	}
 }
 
-// Without it the same load reads stale rows: the test above can fail.
+// Without it the same load reads stale rows: the test above can fail. An
+// explicit SET sluice.min_lsn still works.
 func TestReadYourWritesOffReadsStale(t *testing.T) {
 	e := newEnv(t, lagOptions(``))
 	setUpRYW(t, e)
@@ -177,6 +178,38 @@ func TestReadYourWritesOffReadsStale(t *testing.T) {
 	}
 	if st := e.proxy.ReadYourWritesStats(); st != (proxy.ReadYourWritesStats{}) {
 		t.Errorf("read-your-writes borrows with it off: %+v", st)
+	}
+
+	// SET sluice.min_lsn is honoured all the same: an explicit request.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := e.connectTo(t, e.splitAddr)
+	stale = 0
+	const n = 100
+	for i := range n {
+		id := 50_000_000 + i
+		if _, err := c.Exec(ctx, "INSERT INTO ryw (id) VALUES ($1)", id); err != nil {
+			t.Fatal(err)
+		}
+		var lsn string // on the writer: the function works only there
+		if err := c.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, "SET sluice.min_lsn = '"+lsn+"'"); err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM ryw WHERE id = $1)", id).Scan(&found); err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			stale++
+		}
+	}
+	st := e.proxy.ReadYourWritesStats()
+	t.Logf("%d pairs with SET sluice.min_lsn: %d stale; %d fresh, %d waits, %d fallbacks", n, stale, st.Fresh, st.Waits, st.Fallbacks)
+	if stale != 0 || st.Fresh+st.Waits < n {
+		t.Errorf("SET sluice.min_lsn with read_your_writes off: %d stale reads, stats %+v", stale, st)
 	}
 }
 
