@@ -34,6 +34,9 @@ func lookupFunc(name string) funcKind {
 		buf[i] = c
 	}
 	n := string(buf[:len(name)])
+	if readOnlyFunc(n) { // the common case first: no name in it writes
+		return fnReads
+	}
 	switch n {
 	case "pg_advisory_lock", "pg_advisory_lock_shared",
 		"pg_try_advisory_lock", "pg_try_advisory_lock_shared":
@@ -56,16 +59,19 @@ func lookupFunc(name string) funcKind {
 		"pg_wal_replay_pause", "pg_wal_replay_resume":
 		return fnWrites
 	}
-	for _, p := range [...]string{
-		"pg_advisory_", "pg_try_advisory_", // transaction-level locks and unlocks
-		"lo_", "pg_stat_reset", "pg_create_", "pg_drop_", "pg_replication_origin_",
-		"pg_copy_", "pg_logical_slot_get_", "brin_",
-	} {
-		if strings.HasPrefix(n, p) {
-			return fnWrites
+	switch n[0] {
+	case 'b', 'l', 'p':
+		for _, p := range [...]string{
+			"pg_advisory_", "pg_try_advisory_", // transaction-level locks and unlocks
+			"lo_", "pg_stat_reset", "pg_create_", "pg_drop_", "pg_replication_origin_",
+			"pg_copy_", "pg_logical_slot_get_", "brin_",
+		} {
+			if strings.HasPrefix(n, p) {
+				return fnWrites
+			}
 		}
 	}
-	if readOnlyFunc(n) {
+	if readOnlyPrefix(n) {
 		return fnReads
 	}
 	return fnUnknown
@@ -75,8 +81,9 @@ func lookupFunc(name string) funcKind {
 // parenthesis is a built-in function that only reads, a type name with a
 // modifier (numeric(10, 2)), or a key word of SQL syntax (IN (...), OVER
 // (...)). The list is of what applications commonly call; a name that is
-// not on it makes its statement not read-only, which is safe: it is then
-// sent where writes go.
+// not on it (nor in readOnlyPrefix) makes its statement not read-only,
+// which is safe: it is then sent where writes go. No name here is one of
+// those lookupFunc finds to write.
 func readOnlyFunc(n string) bool {
 	switch n {
 	// Syntax: key words that a parenthesis follows.
@@ -127,6 +134,18 @@ func readOnlyFunc(n string) bool {
 		"pg_snapshot_xmax", "pg_xact_commit_timestamp":
 		return true
 	}
+	return false
+}
+
+// readOnlyPrefix reports whether the lower-case name n is in one of the
+// families of built-in functions that only read (those that write are
+// looked for first).
+func readOnlyPrefix(n string) bool {
+	switch n[0] {
+	case 'a', 'c', 'd', 'h', 'i', 'j', 'm', 'p', 'q', 'r', 's', 't':
+	default:
+		return false
+	}
 	for _, p := range [...]string{
 		"array_", "current_", "date_", "has_", "inet_", "json_", "jsonb_",
 		"justify_", "make_", "pg_get_", "pg_is_", "pg_last_", "pg_size_",
@@ -165,16 +184,12 @@ func (c *classifier) call(name, before, qualifier token) {
 	}
 	switch k := lookupFunc(w); k {
 	case fnUnknown, fnReads:
-		switch {
-		case before.kind == tokEOF && c.first == kwWith,
-			before.kind == tokIdent && (s.kw(before) == kwAs || s.kw(before) == kwWith || s.kw(before) == kwRecursive):
-			// AS t(a, b), WITH t(a) AS (...): column names.
-		case s.isPunct(before, '.'):
+		if s.isPunct(before, '.') {
 			// schema.f(): only pg_catalog's functions are known.
 			if !isPgCatalog(s, qualifier) {
 				c.unknownCall = true
 			}
-		case k == fnUnknown:
+		} else if k == fnUnknown && !c.columnList(before) {
 			c.unknownCall = true
 		}
 	case fnWrites:
@@ -191,6 +206,19 @@ func (c *classifier) call(name, before, qualifier token) {
 			c.pin(ReasonSetConfig)
 		}
 	}
+}
+
+// columnList reports whether a name after the token before is a list of
+// column names, not a call: AS t(a, b), WITH t(a) AS (...).
+func (c *classifier) columnList(before token) bool {
+	if before.kind == tokEOF {
+		return c.first == kwWith
+	}
+	switch c.s.kw(before) {
+	case kwAs, kwWith, kwRecursive:
+		return true
+	}
+	return false
 }
 
 // isPgCatalog reports whether t names the schema pg_catalog.
