@@ -19,7 +19,7 @@
 //   - pinSet: why the client keeps its server connection;
 //   - sluice.go: Sluice's own parameters (SET, RESET and SHOW of
 //     sluice.min_lsn and sluice.last_lsn in simple queries, answered by
-//     the machine, never sent to PostgreSQL) and read-your-writes: with
+//     the machine, never sent to PostgreSQL); lsn.go: read-your-writes: with
 //     Config.RecordLSN, after a commit that wrote, the writer's WAL insert
 //     position is read on the same connection (an exchange of Sluice's
 //     own, after the client has its ReadyForQuery and before the

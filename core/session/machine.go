@@ -91,7 +91,8 @@ type Machine struct {
 	// sends ROLLBACK.
 	lostTx bool
 
-	// Read-your-writes (sluice.go). record: RecordLSN in transaction mode.
+	// Read-your-writes (lsn.go, sluice.go). record: RecordLSN in
+	// transaction mode.
 	record  bool
 	minLSN  LSN // SET sluice.min_lsn
 	lastLSN LSN // the writer's position after the client's last commit that wrote

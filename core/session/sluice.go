@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"strings"
 
-	"github.com/sluicedb/sluice/core/sqlclass"
 	"github.com/sluicedb/sluice/core/wire"
 )
 
@@ -428,81 +427,3 @@ func hasWord(b []byte, w string) bool {
 	}
 	return false
 }
-
-// lsnQuery reads the writer's WAL position after a commit. The insert
-// position, not pg_current_wal_lsn's write position: with
-// synchronous_commit off, a commit returns before its record is written,
-// and a replica that has replayed up to the write position may not have
-// replayed the commit yet. Every record inserted before the query, the
-// client's commit among them, ends at or before it.
-const lsnQuery = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
-
-// writes reports whether a statement may write what a later read of the
-// client must see: it is not read-only, and not one of the commands that
-// only open or end a transaction or change the session.
-func writes(st *sqlclass.Statement) bool {
-	if st.ReadOnly {
-		return false
-	}
-	switch st.Command {
-	case "BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
-		"SET", "RESET", "SHOW", "DEALLOCATE", "DISCARD", "LISTEN", "UNLISTEN", "FETCH", "MOVE", "CLOSE":
-		return false
-	}
-	return true
-}
-
-// anyWrites reports whether one of a simple Query's statements writes.
-func anyWrites(class []sqlclass.Statement) bool {
-	for i := range class {
-		if writes(&class[i]) {
-			return true
-		}
-	}
-	return false
-}
-
-// noteTag looks at a CommandComplete of the request being answered: a
-// COMMIT tag means its transaction committed (a COMMIT of a failed
-// transaction is tagged ROLLBACK).
-func (m *Machine) noteTag(body []byte) {
-	tag, _, _ := bytes.Cut(body, []byte{0})
-	switch string(tag) {
-	case "COMMIT", "COMMIT PREPARED":
-		m.sawCommit = true
-	case "ROLLBACK":
-		m.sawRollback = true
-	}
-}
-
-// requestEnded takes the end of one request (r, its ReadyForQuery): the
-// transaction status was prev before it and is status after it. A request
-// that wrote and committed (a COMMIT; or, in autocommit, no error and no
-// ROLLBACK) makes the writer's position due for recording; a transaction
-// that ends without a COMMIT undoes a SET sluice.min_lsn made inside it.
-func (m *Machine) requestEnded(r *reply, prev, status byte) {
-	committed := m.sawCommit || prev == wire.TxIdle && status == wire.TxIdle && !m.reqErr && !m.sawRollback
-	if m.record {
-		m.txWrote = m.txWrote || r.writes
-		if m.txWrote && committed {
-			m.lsnDue = true
-		}
-		if status == wire.TxIdle || m.sawCommit { // COMMIT AND CHAIN starts afresh
-			m.txWrote = false
-		}
-	}
-	if m.minInTx && (m.sawCommit || status == wire.TxIdle) {
-		if !m.sawCommit {
-			m.minLSN = m.minBefore
-		}
-		m.minInTx = false
-	}
-	m.sawCommit, m.sawRollback, m.reqErr = false, false, false
-}
-
-// MinLSN returns the client's SET sluice.min_lsn, or zero.
-func (m *Machine) MinLSN() LSN { return m.minLSN }
-
-// LastLSN returns the writer's WAL position recorded after the client's
-// last commit that wrote, or zero.
-func (m *Machine) LastLSN() LSN { return m.lastLSN }

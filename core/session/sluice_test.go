@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/sluicedb/sluice/core/pool"
-	"github.com/sluicedb/sluice/core/wire"
 )
 
 func TestLSN(t *testing.T) {
@@ -456,5 +455,4 @@ func TestSplitPolicyRoutes(t *testing.T) {
 	if st := h.m.Client('Q', len("SELECT 1")+1, []byte("SELECT 1\x00")); st.Need != NeedNothing {
 		t.Errorf("inside a transaction: need %d", st.Need)
 	}
-	_ = wire.TxIdle
 }
