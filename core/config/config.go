@@ -42,9 +42,10 @@ type Listener struct {
 	Address string
 	// Cluster is the name of the cluster block clients are routed to.
 	Cluster string
-	// Role is where the listener's transactions go by default (role):
-	// RoleWriter (also when empty), or RoleReader for the cluster's
-	// replicas.
+	// Role is where the listener's transactions go (role): RoleWriter
+	// (also when empty), RoleReader for the cluster's replicas, or
+	// RoleSplit for replicas when a transaction is read-only and the
+	// writer otherwise.
 	Role Role
 	// RequireTLS rejects clients that do not negotiate TLS (require_tls).
 	RequireTLS bool
@@ -67,6 +68,10 @@ type Role string
 const (
 	RoleWriter Role = "writer"
 	RoleReader Role = "reader"
+	// RoleSplit sends read-only statements and READ ONLY transactions to
+	// the replicas and everything else to the writer (transaction pooling
+	// only).
+	RoleSplit Role = "split"
 )
 
 // ReaderFallback says what a reader transaction does when no replica is

@@ -264,6 +264,33 @@ func TestParseListenersInFileOrder(t *testing.T) {
 	}
 }
 
+func TestParseListenerRolesAndReadYourWrites(t *testing.T) {
+	src := hclFile(
+		`listen "w" { address = "127.0.0.1:7001"  cluster = "main" }`,
+		`listen "r" { address = "127.0.0.1:7002"  cluster = "main"  role = "reader" }`,
+		`listen "s" { address = "127.0.0.1:7003"  cluster = "main"  role = "split" }`,
+		`cluster "main" {
+  writer   = "127.0.0.1:5432"
+  replicas = ["127.0.0.1:5433"]
+  read_your_writes      = true
+  read_your_writes_wait = "250ms"
+}`, baseAuth)
+	got, err := Parse([]byte(src), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	var roles []Role
+	for _, l := range got.Listeners {
+		roles = append(roles, l.Role)
+	}
+	if want := []Role{"", RoleReader, RoleSplit}; !reflect.DeepEqual(roles, want) {
+		t.Errorf("roles = %q, want %q", roles, want)
+	}
+	if cl := got.Clusters["main"]; !cl.ReadYourWrites || cl.ReadYourWritesWait != 250*time.Millisecond {
+		t.Errorf("read_your_writes = %v, wait %v", cl.ReadYourWrites, cl.ReadYourWritesWait)
+	}
+}
+
 func TestParseNumbersAndBooleans(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -359,6 +386,19 @@ func TestParseErrors(t *testing.T) {
 			[]string{`listen "main".address: port must be a number`}},
 		{"two listeners on one address", hclFile(baseListen, `listen "b" { address = "127.0.0.1:6432"  cluster = "main" }`, baseCluster, baseAuth),
 			[]string{`listen "b".address: "127.0.0.1:6432" is already used by listen "main"`}},
+		{"unknown role", withTLS(`role = "primary"`),
+			[]string{`listen "main".role: must be one of "writer", "reader", "split"; got "primary"`}},
+		{"split in session mode", hclFile(`listen "main" {
+  address = "127.0.0.1:6432"
+  cluster = "main"
+  role    = "split"
+}`, `pool { mode = "session" }`, baseCluster, baseAuth),
+			[]string{`listen "main".role: "split" needs pool.mode = "transaction"`}},
+		{"negative read_your_writes_wait", hclFile(baseListen, `cluster "main" {
+  writer = "127.0.0.1:5432"
+  read_your_writes_wait = "-1s"
+}`, baseAuth),
+			[]string{`cluster "main".read_your_writes_wait: must not be negative`}},
 		{"listener without cluster", hclFile(`listen "main" { address = "127.0.0.1:6432" }`, baseCluster, baseAuth),
 			[]string{`listen "main".cluster: required`}},
 		{"listener with unknown cluster", hclFile(`listen "main" { address = "127.0.0.1:6432"  cluster = "mian" }`, baseCluster, baseAuth),

@@ -87,8 +87,14 @@ func (c *Config) validateListeners(v *validation) {
 			v.problemf(join(path, "cluster"), "unknown cluster %q%s", l.Cluster, suggest(l.Cluster, sortedNames(c.Clusters)))
 		}
 
-		if l.Role != "" && l.Role != RoleWriter && l.Role != RoleReader {
-			v.oneOf(join(path, "role"), string(l.Role), string(RoleWriter), string(RoleReader))
+		switch l.Role {
+		case "", RoleWriter, RoleReader:
+		case RoleSplit:
+			if c.Pool.Mode == ModeSession {
+				v.problemf(join(path, "role"), `"split" needs pool.mode = "transaction": a session-mode client keeps one server`)
+			}
+		default:
+			v.oneOf(join(path, "role"), string(l.Role), string(RoleWriter), string(RoleReader), string(RoleSplit))
 		}
 
 		if l.TLS == nil {

@@ -36,9 +36,12 @@ type testEnv struct {
 	replicas   []*pgtest.Server
 	readerAddr string
 	consul     *consultest.Agent
-	cfg        string
-	done       chan struct{}
-	stop       context.CancelFunc
+	// splitAddr is the address of listener "split" (role split), with
+	// envOptions.split.
+	splitAddr string
+	cfg       string
+	done      chan struct{}
+	stop      context.CancelFunc
 }
 
 // envOptions tunes newEnv.
@@ -64,7 +67,9 @@ type envOptions struct {
 	// "pg-main", and makes it the cluster's source, with monitor
 	// credentials.
 	consul bool
-	pg     pgtest.Options
+	// split adds listener "split" with role = "split" (with replicas).
+	split bool
+	pg    pgtest.Options
 	// options are more proxy options, such as a proxy.WithTopology.
 	options []proxy.Option
 }
@@ -121,6 +126,14 @@ listen "reader" {
   cluster = "main"
   role    = "reader"
 }`
+		if o.split {
+			reader += `
+listen "split" {
+  address = "127.0.0.1:0"
+  cluster = "main"
+  role    = "split"
+}`
+		}
 	}
 	if o.auth == "" {
 		o.auth = "scram-sha-256"
@@ -175,6 +188,9 @@ shutdown_timeout = "2s"
 	if a := p.Addr("reader"); a != nil {
 		e.readerAddr = a.String()
 	}
+	if a := p.Addr("split"); a != nil {
+		e.splitAddr = a.String()
+	}
 	sctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
 	e.done = make(chan struct{})
@@ -197,8 +213,11 @@ func (e *testEnv) close() {
 }
 
 // url returns a connection string through Sluice.
-func (e *testEnv) url(extra ...string) string {
-	host, port, _ := strings.Cut(e.addr, ":")
+func (e *testEnv) url(extra ...string) string { return e.urlOf(e.addr, extra...) }
+
+// urlOf returns a connection string through the Sluice listener at addr.
+func (e *testEnv) urlOf(addr string, extra ...string) string {
+	host, port, _ := strings.Cut(addr, ":")
 	u := fmt.Sprintf("postgres://%s:%s@%s:%s/appdb?sslmode=disable", appUser, appPassword, host, port)
 	for _, x := range extra {
 		u += "&" + x
@@ -209,9 +228,15 @@ func (e *testEnv) url(extra ...string) string {
 // connect opens a pgx connection through Sluice.
 func (e *testEnv) connect(t testing.TB, extra ...string) *pgx.Conn {
 	t.Helper()
+	return e.connectTo(t, e.addr, extra...)
+}
+
+// connectTo is connect for the Sluice listener at addr.
+func (e *testEnv) connectTo(t testing.TB, addr string, extra ...string) *pgx.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, err := pgx.ParseConfig(e.url(extra...))
+	cfg, err := pgx.ParseConfig(e.urlOf(addr, extra...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 	}
 
 	key := p.newKey()
-	s := engine.New(p.nextID.Add(1), conn, startup, key, p.sessionEnv(st0, l.cluster, l.role), p.log)
+	s := engine.New(p.nextID.Add(1), conn, startup, key, p.sessionEnv(st0, l.name, l.cluster, l.role), p.log)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -85,9 +85,9 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 	}
 }
 
-// sessionEnv is what a session of a listener's cluster needs, under the
-// configuration st.
-func (p *Proxy) sessionEnv(st *state, cluster string, role session.Role) *engine.Env {
+// sessionEnv is what a session of a listener (its name, cluster and
+// default role) needs, under the configuration st.
+func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Role) *engine.Env {
 	// resolve fills in a route's defaults: the listener's cluster and role.
 	resolve := func(r session.Route) session.Route {
 		if r.Cluster == "" {
@@ -99,7 +99,7 @@ func (p *Proxy) sessionEnv(st *state, cluster string, role session.Role) *engine
 		return r
 	}
 	return &engine.Env{
-		Session:    st.session,
+		Session:    st.sessionConfig(listener),
 		AuthMethod: auth.Method(st.cfg.Auth.Method),
 		LookupUser: func(name string) *engine.User { return p.state.Load().users[name] },
 		Pool: func(ctx context.Context, u *engine.User, database string, r session.Route) (*pool.Pool, error) {
@@ -108,6 +108,9 @@ func (p *Proxy) sessionEnv(st *state, cluster string, role session.Role) *engine
 		},
 		Borrow: func(ctx context.Context, u *engine.User, database string, r session.Route) (*pool.Conn, error) {
 			r = resolve(r)
+			if r.MinLSN != 0 && r.Role == session.RoleReplica {
+				return p.borrowAfter(ctx, r.Cluster, r.MinLSN, u, database) // read-your-writes
+			}
 			return p.borrow(ctx, r.Cluster, r.Role, u, database)
 		},
 		CountPin:                 p.countPin,

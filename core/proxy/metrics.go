@@ -122,6 +122,18 @@ func newMetrics(p *Proxy) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")
 
+	// Read-your-writes borrows, read from the proxy's counters at scrape.
+	for _, c := range []struct {
+		name, help string
+		get        func(ReadYourWritesStats) uint64
+	}{
+		{"read_your_writes_fresh_total", "Replica borrows with a read-your-writes position that found a replica known to be past it at once.", func(s ReadYourWritesStats) uint64 { return s.Fresh }},
+		{"read_your_writes_waits_total", "Replica borrows that waited (polling, up to read_your_writes_wait) for a replica to replay past the client's position.", func(s ReadYourWritesStats) uint64 { return s.Waits }},
+		{"read_your_writes_fallbacks_total", "Replica borrows that went to the writer because no replica replayed past the client's position within read_your_writes_wait.", func(s ReadYourWritesStats) uint64 { return s.Fallbacks }},
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_" + c.name, Help: c.help},
+			func() float64 { return float64(c.get(p.ReadYourWritesStats())) }))
+	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newStateCollector(p))
 	return m
 }

@@ -41,7 +41,7 @@ func newStateCollector(p *Proxy) *stateCollector {
 		sessionPins: desc("session_pins_total",
 			"Sessions pinned, by reason, since the proxy started (each session counts once per reason).", "reason"),
 		topologyChanges: desc("topology_changes_total", "Topology snapshots that changed a cluster's writer or replicas.", "cluster"),
-		writerKnown:     desc("writer_known", "1 while the cluster has a known writer, else 0.", "cluster"),
+		writerKnown:     desc("writer_known", "1 while the cluster has a known, healthy writer (one writes can go to), else 0.", "cluster"),
 		replicas:        desc("replicas", "Replicas in the cluster's topology now, healthy or not.", "cluster"),
 		replicasBanned: desc("replicas_banned",
 			"Replicas in the topology that are not used now, by why (unreachable, lagging, critical...).", "cluster", "why"),

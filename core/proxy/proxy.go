@@ -42,8 +42,11 @@ type state struct {
 	cfg     *config.Config
 	users   map[string]*engine.User
 	tls     map[string]*tls.Config // by listener name
-	session *session.Config        // what every session machine shares
-	servers map[string]pool.TLS    // TLS towards each cluster's servers, by cluster name
+	session *session.Config        // what every session machine shares ...
+	// ... but for what a listener changes (split's policy, the recording of
+	// commit positions for read_your_writes): by listener name.
+	sessions map[string]*session.Config
+	servers  map[string]pool.TLS // TLS towards each cluster's servers, by cluster name
 }
 
 // Proxy is a running Sluice. It is safe for concurrent use. The owner must
@@ -70,6 +73,7 @@ type Proxy struct {
 	metrics *metrics
 
 	topo topologies
+	ryw  readYourWrites
 
 	nextID    atomic.Uint64
 	conns     sync.WaitGroup // sessions and cancel handlers
@@ -153,6 +157,15 @@ func newState(cfg *config.Config) (*state, error) {
 		sc.Track[name] = true
 	}
 	st.session = sc
+	st.sessions = make(map[string]*session.Config, len(cfg.Listeners))
+	for _, lc := range cfg.Listeners {
+		lsc := *sc
+		if lc.Role == config.RoleSplit {
+			lsc.Policy = session.SplitPolicy{}
+		}
+		lsc.RecordLSN = cfg.Clusters[lc.Cluster].ReadYourWrites && sc.Mode == session.ModeTransaction
+		st.sessions[lc.Name] = &lsc
+	}
 	method := auth.Method(cfg.Auth.Method)
 	for name, u := range cfg.Auth.Users {
 		su := &engine.User{BackendUser: u.BackendUser}
@@ -198,6 +211,14 @@ func newState(cfg *config.Config) (*state, error) {
 	}
 	st.servers = servers
 	return st, nil
+}
+
+// sessionConfig returns what the machines of a listener's sessions share.
+func (st *state) sessionConfig(listener string) *session.Config {
+	if sc, ok := st.sessions[listener]; ok {
+		return sc
+	}
+	return st.session
 }
 
 // Addr returns the address of the named listener, or nil.

@@ -16,7 +16,15 @@
 //     connection the client borrows;
 //   - params: the client's run-time parameters, synchronised onto each
 //     borrowed connection and read back after a tracked SET;
-//   - pinSet: why the client keeps its server connection.
+//   - pinSet: why the client keeps its server connection;
+//   - sluice.go: Sluice's own parameters (SET, RESET and SHOW of
+//     sluice.min_lsn and sluice.last_lsn in simple queries, answered by
+//     the machine, never sent to PostgreSQL); lsn.go: read-your-writes: with
+//     Config.RecordLSN, after a commit that wrote, the writer's WAL insert
+//     position is read on the same connection (an exchange of Sluice's
+//     own, after the client has its ReadyForQuery and before the
+//     connection goes back), and every later borrow carries the larger of
+//     it and sluice.min_lsn in Route.MinLSN.
 //
 // # Transfer point
 //
@@ -34,7 +42,8 @@
 //     and, when the client holds no server connection, before the borrow:
 //     its Route (the role or cluster the borrow asks the topology for) is
 //     what Step.Route carries with NeedServer. DefaultPolicy sends every
-//     transaction to the cluster's writer.
+//     transaction to the listener's default role; SplitPolicy sends what
+//     certainly only reads to the replicas and the rest to the writer.
 //   - The same Decision can change the pin decision the classifier made
 //     (PinKeep, PinForce with a reason, PinNever) and reject the statement:
 //     the machine then answers the client with an ErrorResponse at any point

@@ -24,14 +24,15 @@ func FuzzMachine(f *testing.F) {
 		if session {
 			mode = ModeSession
 		}
-		cfg := &Config{Mode: mode, Track: map[string]bool{"search_path": true}, MaxPrepared: 2, MaxClientPrepared: 2}
+		cfg := &Config{Mode: mode, Track: map[string]bool{"search_path": true}, MaxPrepared: 2, MaxClientPrepared: 2, RecordLSN: true}
 		m := New(cfg, Key{ProcessID: 1, SecretKey: 2})
 		st := m.Login(nil, defaults(), noCache{})
 		if st.Need == NeedServer {
 			checkStep(t, m, m.Attach(newServer()), true, 0)
 		}
 		texts := []string{"SELECT 1", "BEGIN", "COMMIT", "SET search_path = a", "LISTEN x", "DEALLOCATE s1",
-			"DISCARD ALL", "RESET ALL", "SELECT pg_advisory_lock(1)", "PREPARE p AS SELECT 1", "COPY t FROM STDIN"}
+			"DISCARD ALL", "RESET ALL", "SELECT pg_advisory_lock(1)", "PREPARE p AS SELECT 1", "COPY t FROM STDIN",
+			"INSERT INTO t VALUES (1)", "SET sluice.min_lsn = '0/1'", "SHOW sluice.last_lsn", "SET sluice.min_lsn = 'x'", "ROLLBACK"}
 		names := []string{"", "s1", "s2", "s3"}
 		for i := 0; i < len(data); i++ {
 			b := data[i]
@@ -84,7 +85,7 @@ func FuzzMachine(f *testing.F) {
 				mb = errResp("42000", "boom")
 			case 16:
 				client = false
-				mb = cc("SELECT 1")
+				mb = cc([]string{"SELECT 1", "COMMIT", "ROLLBACK"}[int(pick())%3])
 			case 17:
 				client = false
 				mb = msg('G', byte(0), int16(0))
@@ -141,8 +142,14 @@ func FuzzMachine(f *testing.F) {
 						continue
 					}
 				case NeedReplies:
-					// Answer Sluice's own exchange and try again.
-					checkStep(t, m, m.Server('Z', 1, []byte{'I'}), true, 6)
+					// Answer what is owed (Sluice's own exchange, the
+					// client's earlier requests) and try again.
+					for k := 0; m.Holding() && (k == 0 || m.Expect() == ExpectReplies); k++ {
+						if k > 100 {
+							t.Fatalf("replies still owed after %d ReadyForQuery", k)
+						}
+						checkStep(t, m, m.Server('Z', 1, []byte{'I'}), true, 6)
+					}
 					continue
 				}
 				checkStep(t, m, st, held || m.Holding(), len(mb))

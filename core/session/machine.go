@@ -33,6 +33,10 @@ type Config struct {
 	MaxClientPrepared int
 	// Policy decides routes, rejects and pins; nil means DefaultPolicy.
 	Policy Policy
+	// RecordLSN records, after each commit that wrote (transaction mode),
+	// the writer's WAL position, which the client's later replica borrows
+	// carry in Route.MinLSN (read_your_writes).
+	RecordLSN bool
 }
 
 // Key is the BackendKeyData a client is given.
@@ -98,6 +102,24 @@ type Machine struct {
 	// server is lost under it the client is out of its transaction.
 	ending bool
 
+	// Read-your-writes (lsn.go, sluice.go). record: RecordLSN in
+	// transaction mode.
+	record  bool
+	minLSN  LSN // SET sluice.min_lsn
+	lastLSN LSN // the writer's position after the client's last commit that wrote
+	// minInTx: min_lsn was set inside the open transaction, and was
+	// minBefore before it: a rollback restores it.
+	minInTx   bool
+	minBefore LSN
+	txWrote   bool // the open transaction wrote (record)
+	// batchWrites: the extended-protocol batch since the last Sync
+	// executes a statement that writes (record).
+	batchWrites bool
+	lsnDue      bool // a commit's position is to be recorded before the connection goes
+	// What the server reported for the request it is answering: a COMMIT
+	// or ROLLBACK command tag, an error (record, or minInTx).
+	sawCommit, sawRollback, reqErr bool
+
 	login      *loginState
 	internal   *wire.Error // the error of Sluice's own exchange in progress
 	row        []string    // the row of a read-back in progress
@@ -117,6 +139,7 @@ func New(cfg *Config, key Key) *Machine {
 	if m.policy == nil {
 		m.policy = DefaultPolicy{}
 	}
+	m.record = cfg.RecordLSN && cfg.Mode == ModeTransaction
 	m.stmts.maxServer = max(cfg.MaxPrepared, 1)
 	m.stmts.maxClient = cfg.MaxClientPrepared
 	if m.stmts.maxClient <= 0 {
@@ -214,7 +237,11 @@ func (m *Machine) ServerNeeds(typ byte, n int) int {
 	case wire.MsgReadyForQuery, wire.MsgErrorResponse, wire.MsgParameterStatus:
 		return n
 	case wire.MsgDataRow:
-		if r := m.q.peek(); r != nil && r.kind == replyInternal && r.purpose == internalReadBack {
+		if r := m.q.peek(); r != nil && r.kind == replyInternal && (r.purpose == internalReadBack || r.purpose == internalLSN) {
+			return n
+		}
+	case wire.MsgCommandComplete:
+		if m.record || m.minInTx {
 			return n
 		}
 	}
@@ -249,7 +276,7 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], status)}
 		}
 		m.q.push(reply{kind: replySync})
-		m.batch = false
+		m.batch, m.batchWrites = false, false
 		return Step{}
 	}
 	if (typ == wire.MsgCopyDone || typ == wire.MsgCopyFail) && m.srv != nil {
@@ -269,6 +296,15 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 	if m.lostTx && m.srv == nil {
 		return m.lostReply(typ, all, body)
 	}
+	if typ == wire.MsgQuery && m.cfg.Mode == ModeTransaction && !m.batch && maybeSluice(body) {
+		sql, _, _ := bytes.Cut(body, []byte{0})
+		if st, ok := parseSluice(string(sql)); ok {
+			if m.srv != nil && m.q.requests > 0 {
+				return Step{Need: NeedReplies} // answered in its turn
+			}
+			return m.sluiceAnswer(&st, all)
+		}
+	}
 	if m.srv == nil {
 		switch typ {
 		case wire.MsgSync:
@@ -285,14 +321,23 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 		}
 		d, ok := m.decide(typ, body, true)
 		if !ok {
-			return Step{Need: NeedServer}
+			return Step{Need: NeedServer, Route: m.route(Route{})}
 		}
 		if d.Reject != nil {
 			return m.rejectLocally(typ, all, d.Reject)
 		}
-		return Step{Need: NeedServer, Route: d.Route}
+		return Step{Need: NeedServer, Route: m.route(d.Route)}
 	}
 	return m.forward(typ, n, body)
+}
+
+// route adds to r the WAL position a replica must have replayed for the
+// client: its SET sluice.min_lsn, or its last recorded commit.
+func (m *Machine) route(r Route) Route {
+	if l := max(m.minLSN, m.lastLSN); l > r.MinLSN {
+		r.MinLSN = l
+	}
+	return r
 }
 
 // decide classifies a message that needs a server and asks the policy. It
@@ -322,6 +367,9 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 		}
 		if m.pendDef == nil || m.pendDef.key != string(rest) {
 			m.pendDef = newStmtDef(rest)
+		}
+		if m.pendDef.sluice {
+			return Decision{Reject: errExtendedSluice}, true
 		}
 		m.one[0] = m.pendDef.class
 		st.SQL, st.Class, st.Extended = m.pendDef.query, m.one[:], true
@@ -378,7 +426,12 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 			m.srv.UnnamedKey = ""
 			m.ending = endsClass(m.class)
 		}
-		m.q.push(reply{kind: replySync, query: true, ends: m.ending})
+		r := reply{kind: replySync, query: true, ends: m.ending}
+		if m.record {
+			r.writes = m.batchWrites || anyWrites(m.class)
+			m.batchWrites = false
+		}
+		m.q.push(r)
 		m.ending = false
 		m.batch = false
 	case wire.MsgParse:
@@ -414,6 +467,9 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		if def != nil {
 			m.applyEffects(def.class.Effects, Decision{})
 			m.ending = m.ending || endsClass([]sqlclass.Statement{def.class})
+			if m.record && writes(&def.class) {
+				m.batchWrites = true
+			}
 		}
 		out = append(out, repl...)
 		step.Skip = skip
@@ -440,10 +496,10 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 	case wire.MsgExecute:
 		m.batch = true
 	case wire.MsgSync:
-		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds, ends: m.ending})
-		m.batch, m.ending = false, false
+		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds, ends: m.ending, writes: m.batchWrites})
+		m.batch, m.batchWrites, m.ending = false, false, false
 	case wire.MsgFunctionCall:
-		m.q.push(reply{kind: replySync})
+		m.q.push(reply{kind: replySync, writes: m.record}) // a function may write
 	}
 	switch typ {
 	case wire.MsgQuery, wire.MsgSync, wire.MsgFlush, wire.MsgFunctionCall:
@@ -535,12 +591,19 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 			return m.serverBroken(wire.ErrBadLength)
 		}
 		m.q.skipToSync(m.undo)
-		m.q.pop()
+		r := m.q.pop()
+		if m.record || m.minInTx {
+			m.requestEnded(&r, m.tx, body[0])
+		}
 		m.tx = body[0]
 		if m.q.requests == 0 {
 			m.copyEnds, m.copies = 0, 0
 		}
 		step = m.afterReady()
+	case wire.MsgCommandComplete:
+		if m.record || m.minInTx {
+			m.noteTag(body)
+		}
 	case wire.MsgErrorResponse:
 		if e := pool.DecodeError(body); e.Fatal() {
 			m.sawFatal = true
@@ -557,6 +620,7 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 				m.cout = step.ToClient
 			}
 		}
+		m.reqErr = m.reqErr || m.record || m.minInTx
 		m.copyIn = false
 		m.q.skipToSync(m.undo)
 	case wire.MsgParameterStatus:
@@ -610,6 +674,12 @@ func (m *Machine) afterReady() Step {
 	}
 	if m.gone {
 		return m.cleanup()
+	}
+	if m.lsnDue {
+		m.lsnDue = false
+		if m.srv.Params["in_hot_standby"] != "on" { // a replica's position says nothing of the writer's
+			return m.own(internalLSN, lsnQuery, nil)
+		}
 	}
 	if m.cfg.Mode != ModeTransaction || m.pins != 0 {
 		return Step{}
@@ -665,7 +735,7 @@ func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
 			}
 		}
 	case wire.MsgDataRow:
-		if r.purpose == internalReadBack {
+		if r.purpose == internalReadBack || r.purpose == internalLSN {
 			row, err := wire.ParseDataRow(body)
 			if err != nil {
 				return m.serverBroken(err)
@@ -711,6 +781,20 @@ func (m *Machine) ownDone(r reply) Step {
 		}
 		m.params.applyRow(m.srv, r.names, m.row)
 		m.row = nil
+		return m.afterReady()
+	case internalLSN:
+		if err == nil && len(m.row) == 1 {
+			if l, ok := ParseLSN(m.row[0]); ok && l > m.lastLSN {
+				m.lastLSN = l
+			}
+		}
+		m.row = nil
+		if m.tx != wire.TxIdle {
+			return m.failServer(wire.Fatalf(wire.CodeConnectionFailure,
+				"server connection failed while recording its WAL position").Wrap(errOr(err)))
+		}
+		// A failure (a server in recovery) records nothing: the client's
+		// reads are not held back by a position the writer never had.
 		return m.afterReady()
 	case internalReset:
 		if err != nil {
@@ -861,6 +945,9 @@ func (m *Machine) ServerGone(err error) Step {
 	// connection left in a transaction after a failed COMMIT.
 	inTx := m.tx != wire.TxIdle && !ends
 	m.ending = false
+	if m.minInTx {
+		m.minLSN, m.minInTx = m.minBefore, false // the transaction is lost: rolled back
+	}
 	m.detach()
 	out := m.cout[:0]
 	status := byte(wire.TxIdle)
@@ -1025,6 +1112,8 @@ func (m *Machine) detach() {
 	m.q.reset()
 	m.batch, m.held, m.copyIn, m.syncing, m.sawFatal, m.softFatal = false, false, false, false, false, false
 	m.tx = wire.TxIdle
+	m.txWrote, m.batchWrites, m.lsnDue = false, false, false
+	m.sawCommit, m.sawRollback, m.reqErr = false, false, false
 }
 
 // fatal ends the session with e, which the client receives.

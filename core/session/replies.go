@@ -26,6 +26,7 @@ const (
 	internalSync                                // bring a borrowed connection's parameters in line
 	internalReadBack                            // read back tracked parameters after a SET
 	internalReset                               // clean up after a client that left
+	internalLSN                                 // record the writer's WAL position after a commit
 )
 
 // reply is one reply the server owes. For a Parse it also says what to
@@ -36,6 +37,7 @@ type reply struct {
 	query    bool            // replySync of a simple Query
 	ends     bool            // replySync: its batch ends a transaction (COMMIT, ROLLBACK)
 	copyEnds int             // replySync: the client's COPY ends before it
+	writes   bool            // replySync: the request executes a statement that writes (Config.RecordLSN)
 	purpose  internalPurpose // of a replyInternal
 	names    []string        // replyInternal read-back: the parameters in the row
 	key      string          // server statement the Parse creates

@@ -35,6 +35,12 @@ func (r Role) String() string {
 type Route struct {
 	Role    Role
 	Cluster string
+	// MinLSN, when not zero, is the WAL position a replica must have
+	// replayed to serve this borrow: the client's last commit with
+	// read-your-writes, or what it asked for with SET sluice.min_lsn. The
+	// machine fills it in at every borrow; a borrow that ends up on the
+	// writer ignores it.
+	MinLSN LSN
 }
 
 // PinDecision overrides the pin decision the classifier made.

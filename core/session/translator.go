@@ -40,6 +40,9 @@ type stmtDef struct {
 	parse []byte // the Parse body after the statement name: query, types
 	query string
 	class sqlclass.Statement
+	// sluice: the query is a SET, RESET or SHOW of a Sluice parameter,
+	// which Sluice answers only in a simple query.
+	sluice bool
 }
 
 // newStmtDef records a statement from the part of a Parse body after the
@@ -49,6 +52,7 @@ func newStmtDef(rest []byte) *stmtDef {
 	query, _, _ := bytes.Cut(rest, []byte{0})
 	def.query = string(query)
 	def.class = sqlclass.ClassifyOne(def.query)
+	_, def.sluice = parseSluice(def.query)
 	return def
 }
 

@@ -85,6 +85,7 @@ type classifier struct {
 
 	// What scanRest found.
 	writes       bool // something that makes the statement not read-only
+	unknownCall  bool // a call of a function not known to only read
 	sawPgTemp    bool // a pg_temp-qualified name
 	onCommitDrop bool // ON COMMIT DROP at parenthesis depth 0
 	bodyEffects  bool // a statement with effects in a BEGIN ATOMIC body
@@ -118,7 +119,7 @@ func (c *classifier) unknown() {
 // result returns the Statement for cmd; readOnly says whether the command
 // is one that reads only when nothing in its text says otherwise.
 func (c *classifier) result(cmd string, readOnly bool) Statement {
-	return Statement{Command: cmd, ReadOnly: readOnly && !c.writes, Effects: c.effects}
+	return Statement{Command: cmd, ReadOnly: readOnly && !c.writes && !c.unknownCall, Effects: c.effects}
 }
 
 // simple consumes the rest of a statement whose command alone decides its
@@ -192,9 +193,9 @@ func (c *classifier) statement(t token, nesting int) Statement {
 	case kwReset:
 		return c.reset()
 	case kwBegin:
-		return c.simple("BEGIN")
+		return c.begin("BEGIN")
 	case kwStart:
-		return c.simple("START TRANSACTION")
+		return c.begin("START TRANSACTION")
 	case kwCommit, kwEnd:
 		if s.kw(s.peek()) == kwPrepared {
 			return c.simple("COMMIT PREPARED")
@@ -309,7 +310,7 @@ func (c *classifier) statement(t token, nesting int) Statement {
 func (c *classifier) scanRest() {
 	s := &c.s
 	src := s.lex.src
-	var prev token // the previous token; kind tokEOF at the start
+	var prev, prev2, prev3 token // the previous tokens; kind tokEOF at the start
 	prevKw, prev2Kw := c.first, kwNone
 	updates, settings := c.first == kwUpdate, false
 	for {
@@ -358,7 +359,7 @@ func (c *classifier) scanRest() {
 			switch src[t.start] {
 			case '(':
 				if c.funcs && (prev.kind == tokIdent || prev.kind == tokQIdent) {
-					c.call(prev)
+					c.call(prev, prev2, prev3)
 				}
 			case '.':
 				if c.pgTemp && isPgTemp(s, prev) {
@@ -367,8 +368,32 @@ func (c *classifier) scanRest() {
 			}
 		}
 		prev2Kw, prevKw = prevKw, k
-		prev = t
+		prev3, prev2, prev = prev2, prev, t
 	}
+}
+
+// begin classifies BEGIN and START TRANSACTION, which are read-only when
+// they open a READ ONLY transaction (the last of READ ONLY and READ WRITE
+// counts), in which the server refuses every write.
+func (c *classifier) begin(cmd string) Statement {
+	s := &c.s
+	readOnly := false
+	for prevRead := false; ; {
+		t := s.next()
+		if t.kind == tokEOF {
+			break
+		}
+		w := s.text(t)
+		switch {
+		case t.kind != tokIdent:
+		case prevRead && strings.EqualFold(w, "only"):
+			readOnly = true
+		case prevRead && strings.EqualFold(w, "write"):
+			readOnly = false
+		}
+		prevRead = t.kind == tokIdent && strings.EqualFold(w, "read")
+	}
+	return c.result(cmd, readOnly)
 }
 
 // intoTemp reports whether the target of SELECT ... INTO, which starts at

@@ -344,7 +344,7 @@ var classifyCases = []struct {
 	{"advisory lock space", "SELECT pg_advisory_lock (42)", []Statement{rw("SELECT", pin(ReasonAdvisoryLock))}},
 	{"advisory lock comment", "SELECT pg_advisory_lock/* why not */(42)", []Statement{rw("SELECT", pin(ReasonAdvisoryLock))}},
 	{"advisory lock quoted", `SELECT "pg_advisory_lock"(42)`, []Statement{rw("SELECT", pin(ReasonAdvisoryLock))}},
-	{"advisory lock quoted upper", `SELECT "PG_ADVISORY_LOCK"(42)`, []Statement{ro("SELECT")}},
+	{"advisory lock quoted upper", `SELECT "PG_ADVISORY_LOCK"(42)`, []Statement{rw("SELECT")}}, // another function, unknown
 	{"unicode function name", `SELECT U&"\0073et_config"('role', 'admin', false)`, []Statement{rw("SELECT", unknown)}},
 	{"advisory xact lock", "SELECT pg_advisory_xact_lock(42)", []Statement{rw("SELECT")}},
 	{"try advisory xact lock", "SELECT pg_try_advisory_xact_lock_shared(42)", []Statement{rw("SELECT")}},
@@ -407,14 +407,36 @@ var classifyCases = []struct {
 	{"parenthesised union", "(SELECT 1) UNION ALL (SELECT 2)", []Statement{ro("SELECT")}},
 	{"double parentheses", "((SELECT 1))", []Statement{ro("SELECT")}},
 	{"nextval", "SELECT nextval('users_id_seq')", []Statement{rw("SELECT")}},
-	{"currval", "SELECT currval('users_id_seq')", []Statement{ro("SELECT")}},
+	{"currval", "SELECT currval('users_id_seq')", []Statement{rw("SELECT")}}, // needs the session that called nextval
 	{"txid_current", "SELECT txid_current()", []Statement{rw("SELECT")}},
 	{"pg_current_xact_id", "SELECT pg_current_xact_id()", []Statement{rw("SELECT")}},
 	{"lo_import", "SELECT lo_import('/tmp/photo.png')", []Statement{rw("SELECT")}},
 	{"lo_unlink", "SELECT lo_unlink(16433)", []Statement{rw("SELECT")}},
 	{"aggregates", "SELECT now(), count(*), coalesce(max(id), 0) FROM users", []Statement{ro("SELECT")}},
-	{"unknown function", "SELECT my_volatile_function()", []Statement{ro("SELECT")}},
+	{"unknown function", "SELECT my_volatile_function()", []Statement{rw("SELECT")}}, // it may write
 	{"generate_series", "SELECT * FROM generate_series(1, 10)", []Statement{ro("SELECT")}},
+
+	// What may be sent to a replica: a function the classifier does not
+	// know may write; only built-ins it knows, and pg_catalog's, read.
+	{"unknown function in from", "SELECT * FROM my_set_returning_function(1)", []Statement{rw("SELECT")}},
+	{"unknown function in where", "SELECT id FROM t WHERE check_and_log(id)", []Statement{rw("SELECT")}},
+	{"schema-qualified unknown", "SELECT app.now()", []Statement{rw("SELECT")}},
+	{"schema-qualified known name", "SELECT public.count(*) FROM t", []Statement{rw("SELECT")}},
+	{"quoted mixed-case function", `SELECT "LogAccess"(1)`, []Statement{rw("SELECT")}},
+	{"pg_catalog function", "SELECT pg_catalog.pg_get_functiondef(1), pg_catalog.pg_is_in_recovery()", []Statement{ro("SELECT")}},
+	{"quoted pg_catalog", `SELECT "pg_catalog".pg_relation_filenode(1)`, []Statement{ro("SELECT")}},
+	{"pg_catalog writer", "SELECT pg_catalog.nextval('s')", []Statement{rw("SELECT")}},
+	{"current wal lsn", "SELECT pg_catalog.pg_current_wal_lsn()", []Statement{rw("SELECT")}}, // fails on a replica
+	{"lastval", "SELECT lastval()", []Statement{rw("SELECT")}},
+	{"select for update with function", "SELECT lower(name) FROM t FOR UPDATE", []Statement{rw("SELECT")}},
+	{"known functions", "SELECT upper(a), length(b), to_char(c, 'YYYY'), date_trunc('day', d), jsonb_build_object('a', 1), array_agg(e) FILTER (WHERE e > 0), row_number() OVER (PARTITION BY f) FROM t WHERE g IN (1, 2) AND EXISTS (SELECT 1) AND h = ANY (ARRAY[1])", []Statement{ro("SELECT")}},
+	{"type modifiers", "SELECT a::numeric(10, 2), CAST(b AS varchar(20)), c::timestamp(3), d::character varying(5)", []Statement{ro("SELECT")}},
+	{"alias column list", "SELECT * FROM generate_series(1, 3) AS g(i) JOIN (VALUES (1)) AS v(n) ON g.i = v.n", []Statement{ro("SELECT")}},
+	{"cte column list", "WITH t(a, b) AS (SELECT 1, 2) SELECT a FROM t", []Statement{ro("WITH")}},
+	{"alias without as", "SELECT * FROM generate_series(1, 3) g(i)", []Statement{rw("SELECT")}}, // taken for a call: sent to the writer
+	{"subquery in from", "SELECT x FROM (SELECT 1 AS x) s WHERE x IN (SELECT 1)", []Statement{ro("SELECT")}},
+	{"is in recovery", "SELECT pg_catalog.pg_is_in_recovery(), count(*) FROM t", []Statement{ro("SELECT")}},
+	{"explain unknown function", "EXPLAIN SELECT my_function()", []Statement{rw("EXPLAIN")}},
 	{"quoted keyword column", `SELECT "update", "delete" FROM t`, []Statement{ro("SELECT")}},
 	{"keyword in string", "SELECT 'DELETE FROM t; LISTEN x'", []Statement{ro("SELECT")}},
 	{"keyword in dollar quote", "SELECT $$INSERT INTO t$$", []Statement{ro("SELECT")}},
@@ -422,7 +444,14 @@ var classifyCases = []struct {
 
 	// Transactions.
 	{"begin isolation", "begin transaction isolation level serializable", []Statement{rw("BEGIN")}},
-	{"start transaction", "START TRANSACTION READ ONLY", []Statement{rw("START TRANSACTION")}},
+	{"start transaction", "START TRANSACTION READ ONLY", []Statement{ro("START TRANSACTION")}},
+	{"start transaction read write", "START TRANSACTION", []Statement{rw("START TRANSACTION")}},
+	{"begin read only", "BEGIN READ ONLY", []Statement{ro("BEGIN")}},
+	{"begin transaction modes", "begin transaction isolation level repeatable read, read only, deferrable", []Statement{ro("BEGIN")}},
+	{"begin read committed", "BEGIN ISOLATION LEVEL READ COMMITTED", []Statement{rw("BEGIN")}},
+	{"begin read only then read write", "BEGIN READ ONLY, READ WRITE", []Statement{rw("BEGIN")}},
+	{"begin read write", "BEGIN WORK READ WRITE", []Statement{rw("BEGIN")}},
+	{"read only transaction in one query", "BEGIN READ ONLY; SELECT 1; COMMIT", []Statement{ro("BEGIN"), ro("SELECT"), rw("COMMIT")}},
 	{"commit", "COMMIT", []Statement{rw("COMMIT")}},
 	{"commit and chain", "commit and chain", []Statement{rw("COMMIT")}},
 	{"rollback", "ROLLBACK", []Statement{rw("ROLLBACK")}},
@@ -459,7 +488,7 @@ var classifyCases = []struct {
 	{"whitespace", "SELECT\t1\r\n;\fLISTEN\tx", []Statement{ro("SELECT"), rw("LISTEN", pin(ReasonListen))}},
 	{"leading comment", "/* app:web controller:users */ SELECT 1", []Statement{ro("SELECT")}},
 	{"mixed case", "sElEcT 1", []Statement{ro("SELECT")}},
-	{"plpgsql body", "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN LISTEN x; RETURN 1; END $$; SELECT f()", []Statement{rw("CREATE FUNCTION"), ro("SELECT")}},
+	{"plpgsql body", "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN LISTEN x; RETURN 1; END $$; SELECT f()", []Statement{rw("CREATE FUNCTION"), rw("SELECT")}},
 	{"semicolons in everything", "SELECT 1 FROM t WHERE a = 'x;' /* ; */ AND b = $$;$$ AND \"c;\" = E'\\';'", []Statement{ro("SELECT")}},
 
 	// Empty and incomplete text.

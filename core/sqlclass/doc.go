@@ -59,8 +59,11 @@
 //     EXECUTE, PREPARE, DECLARE, CREATE TABLE ... AS, CREATE MATERIALIZED
 //     VIEW, EXPLAIN ANALYZE, unknown commands), not in definitions and
 //     signatures (CREATE FUNCTION, CREATE VIEW, COMMENT ON FUNCTION, GRANT,
-//     ALTER, DROP). Functions the classifier does not know are assumed to
-//     only read.
+//     ALTER, DROP). A function the classifier does not know (a user
+//     function, or one qualified with a schema other than pg_catalog) may
+//     write: it makes its statement not read-only. A name followed by a
+//     parenthesis that is a table alias's column list without AS (FROM
+//     f() g(i)) is taken for such a call.
 //   - Nothing is counted: pg_advisory_unlock(key), DEALLOCATE name,
 //     UNLISTEN name, CLOSE name and DROP TABLE of a temporary table do not
 //     unpin; only the forms that clear everything of a kind do

@@ -17,14 +17,18 @@ type Statement struct {
 	Command string
 
 	// ReadOnly is true only when the statement certainly writes nothing
-	// and takes no locks beyond those of a read: SELECT, VALUES, TABLE,
-	// SHOW, WITH, and EXPLAIN without ANALYZE of one of those, without a
-	// locking clause (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY
-	// SHARE), without SELECT INTO, without a data-modifying WITH query and
-	// without a call to a function known to change state (nextval, setval,
-	// set_config, pg_notify, advisory locks, large-object writes,
-	// txid_current, ...). Calls to other functions, whose effects the
-	// classifier cannot know, do not make a statement writable.
+	// and takes no locks beyond those of a read, so that a replica can run
+	// it: SELECT, VALUES, TABLE, SHOW, WITH, and EXPLAIN without ANALYZE of
+	// one of those, without a locking clause (FOR UPDATE, FOR NO KEY
+	// UPDATE, FOR SHARE, FOR KEY SHARE), without SELECT INTO, without a
+	// data-modifying WITH query, and calling only functions known to read:
+	// common built-ins (count, now, lower, jsonb_build_object, ...) and
+	// pg_catalog-qualified ones, except those that change state or work
+	// only on a primary (nextval, currval, set_config, pg_notify, advisory
+	// locks, large-object writes, txid_current, pg_current_wal_lsn, ...).
+	// A call of any other function, which may write, makes a statement
+	// not read-only. BEGIN and START TRANSACTION are read-only when they
+	// open a READ ONLY transaction, in which the server refuses writes.
 	ReadOnly bool
 
 	// Effects are the statement's effects on session state, in the order

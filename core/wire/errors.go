@@ -29,6 +29,12 @@ const (
 	CodeCannotConnectNow      = "57P03"
 	CodeConfigLimitExceeded   = "53400"
 	CodeIdleInTransaction     = "25P03"
+	// CodeInvalidTextRepresentation is invalid_text_representation, as
+	// for a malformed value of a type.
+	CodeInvalidTextRepresentation = "22P02"
+	CodeSyntaxError               = "42601"
+	// CodeCantChangeRuntimeParam refuses a SET of a read-only parameter.
+	CodeCantChangeRuntimeParam = "55P02"
 )
 
 // Severities of an ErrorResponse.
