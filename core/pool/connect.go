@@ -24,6 +24,10 @@ type Endpoint struct {
 	Database, User, Password string
 	// InitQuery, when set, runs once on every new connection.
 	InitQuery string
+	// ReadOnly starts each session with default_transaction_read_only on,
+	// so that a write fails as on a standby (25006); RESET and DISCARD ALL
+	// keep it, since it is the session's startup value.
+	ReadOnly bool
 	// ConnectTimeout bounds dialling, the TLS handshake, authentication
 	// and InitQuery.
 	ConnectTimeout time.Duration
@@ -137,7 +141,11 @@ func (t transport) ReadMessage() (byte, []byte, error) { return t.c.R.ReadMessag
 func (t transport) WriteMessage(b []byte) error        { return t.c.W.WriteMessage(b) }
 
 func (c *Conn) login(ep Endpoint) error {
-	startup := wire.EncodeStartup(nil, []wire.Param{{Name: "user", Value: ep.User}, {Name: "database", Value: ep.Database}})
+	params := []wire.Param{{Name: "user", Value: ep.User}, {Name: "database", Value: ep.Database}}
+	if ep.ReadOnly {
+		params = append(params, wire.Param{Name: "default_transaction_read_only", Value: "on"})
+	}
+	startup := wire.EncodeStartup(nil, params)
 	if err := c.W.WriteMessage(startup); err != nil {
 		return err
 	}

@@ -94,6 +94,7 @@ type listener struct {
 type poolKey struct {
 	cluster, addr  string
 	role           topology.Role
+	readOnly       bool // the writer's pool for reader transactions that fall back to it
 	database, user string
 }
 
@@ -407,7 +408,11 @@ func (p *Proxy) reload(cfg *config.Config) error {
 	p.state.Store(st)
 	p.mu.Lock()
 	for k, pl := range p.pools {
-		pl.SetSettings(poolSettings(cfg, k.role))
+		role := k.role
+		if k.readOnly {
+			role = topology.Replica
+		}
+		pl.SetSettings(poolSettings(cfg, role))
 	}
 	p.mu.Unlock()
 	for i, l := range cfg.Listeners {

@@ -129,3 +129,57 @@ func TestReaderEndpoint(t *testing.T) {
 		t.Errorf("the writer has %d rows (%v), want 0", n, err)
 	}
 }
+
+// With no usable replica, reader transactions fall back to the writer
+// (reader_fallback = "writer") but stay read-only there: a write through
+// the reader endpoint fails with 25006, as it does on a replica, while the
+// writer endpoint's sessions write as before.
+func TestReaderFallbackToWriterIsReadOnly(t *testing.T) {
+	e := newEnv(t, envOptions{replicas: 1, monitor: true, admin: adminOn})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w := e.connect(t)
+	if _, err := w.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.connectReader(t)
+	if err := e.replicas[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var port int
+		err := r.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port)
+		if err == nil && port == e.pg.Port() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reads did not fall back to the writer within 15s (last: port %d, %v)", port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, sql := range []string{"INSERT INTO t VALUES (1)", "CREATE TABLE u (id int)"} {
+		if _, err := r.Exec(ctx, sql); sqlstate(err) != "25006" {
+			t.Errorf("%s through the reader endpoint on the writer: %v, want 25006", sql, err)
+		}
+	}
+	tx, err := r.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (2)"); sqlstate(err) != "25006" {
+		t.Errorf("INSERT in a reader transaction on the writer: %v, want 25006", err)
+	}
+	tx.Rollback(ctx)
+	if _, err := r.Exec(ctx, "DISCARD ALL"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exec(ctx, "INSERT INTO t VALUES (3)"); sqlstate(err) != "25006" {
+		t.Errorf("INSERT after DISCARD ALL: %v, want 25006", err)
+	}
+	for i := range 5 {
+		if _, err := w.Exec(ctx, "INSERT INTO t VALUES (10)"); err != nil {
+			t.Fatalf("write %d through the writer endpoint: %v", i, err)
+		}
+	}
+}

@@ -154,7 +154,7 @@ func (p *Proxy) borrowAfter(ctx context.Context, clusterName string, pos session
 	}
 	if best == nil {
 		// No replica to wait for: the writer has every commit.
-		return p.borrow(ctx, clusterName, session.RoleWriter, u, database)
+		return p.borrow(ctx, clusterName, roleWriterReadOnly, u, database)
 	}
 	p.ryw.waits.Add(1)
 	wait := cl.ReadYourWritesWait
@@ -182,7 +182,7 @@ func (p *Proxy) borrowAfter(ctx context.Context, clusterName string, pos session
 	p.ryw.fallbacks.Add(1)
 	p.log.Debug("read-your-writes: no replica caught up; reading from the writer", zap.String("cluster", clusterName),
 		zap.Stringer("min_lsn", pos), zap.Duration("waited", time.Since(start)), zap.Error(err))
-	return p.borrow(ctx, clusterName, session.RoleWriter, u, database)
+	return p.borrow(ctx, clusterName, roleWriterReadOnly, u, database)
 }
 
 // awaitReplay asks the replica behind c for its replay position until it

@@ -208,8 +208,9 @@ func (p *Proxy) poolFor(ctx context.Context, clusterName string, role session.Ro
 					return pl, err
 				}
 			}
-			if w := snap.UsableWriter(); w != nil && (role == session.RoleWriter || cl.ReaderFallback != config.FallbackWait) {
-				return p.endpointPool(st, clusterName, *w, u, database)
+			if w := snap.UsableWriter(); w != nil && (role != session.RoleReplica || cl.ReaderFallback != config.FallbackWait) {
+				// Reader transactions on the writer run read-only.
+				return p.endpointPoolRO(st, clusterName, *w, role != session.RoleWriter, u, database)
 			}
 		}
 		if deadline == nil {
@@ -275,6 +276,11 @@ func (p *Proxy) borrow(ctx context.Context, clusterName string, role session.Rol
 // endpoint again when the topology has not changed.
 const retryPause = 100 * time.Millisecond
 
+// roleWriterReadOnly is a route, inside core/proxy only, to the writer's
+// read-only pool: where a reader transaction goes when no replica serves
+// it (read-your-writes' fallback).
+const roleWriterReadOnly session.Role = 255
+
 // unreachable reports a borrow that failed because the server could not
 // be reached or is shutting down or starting up.
 func unreachable(err error) bool {
@@ -310,7 +316,14 @@ func (p *Proxy) replicaPool(st *state, cluster string, snap *topology.Snapshot, 
 
 // endpointPool returns (creating on first use) the pool of one endpoint.
 func (p *Proxy) endpointPool(st *state, clusterName string, e topology.Endpoint, u *engine.User, database string) (*pool.Pool, error) {
-	key := poolKey{cluster: clusterName, addr: e.Addr, role: e.Role, database: database, user: u.BackendUser}
+	return p.endpointPoolRO(st, clusterName, e, false, u, database)
+}
+
+// endpointPoolRO is endpointPool; with readOnly, the pool's sessions
+// start read-only (the writer's pool for reader transactions that fall
+// back to it: a write there fails with 25006, as on a replica).
+func (p *Proxy) endpointPoolRO(st *state, clusterName string, e topology.Endpoint, readOnly bool, u *engine.User, database string) (*pool.Pool, error) {
+	key := poolKey{cluster: clusterName, addr: e.Addr, role: e.Role, readOnly: readOnly, database: database, user: u.BackendUser}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -323,9 +336,12 @@ func (p *Proxy) endpointPool(st *state, clusterName string, e topology.Endpoint,
 		Addr: e.Addr, Name: endpointName(clusterName, e.Role),
 		Database: database, User: u.BackendUser, Password: u.BackendPassword,
 		InitQuery: st.cfg.Pool.InitQuery, ConnectTimeout: st.cfg.Pool.ConnectTimeout,
-		TLS: st.servers[clusterName],
+		TLS: st.servers[clusterName], ReadOnly: readOnly,
 	}
 	name := fmt.Sprintf("%q %s %s (user %q, database %q)", clusterName, e.Role, e.Addr, u.BackendUser, database)
+	if readOnly {
+		name = fmt.Sprintf("%q %s %s read-only (user %q, database %q)", clusterName, e.Role, e.Addr, u.BackendUser, database)
+	}
 	dial := func(ctx context.Context) (*pool.Conn, error) {
 		// A reload's cluster TLS settings apply to the next connection.
 		ep := ep
@@ -334,7 +350,11 @@ func (p *Proxy) endpointPool(st *state, clusterName string, e topology.Endpoint,
 		}
 		return pool.Connect(ctx, ep)
 	}
-	pl := pool.New(name, dial, poolSettings(st.cfg, e.Role), p.log.With(zap.String("pool", name)),
+	settingsRole := e.Role
+	if readOnly {
+		settingsRole = topology.Replica // it serves reader traffic
+	}
+	pl := pool.New(name, dial, poolSettings(st.cfg, settingsRole), p.log.With(zap.String("pool", name)),
 		pool.WithObserver(p.metrics.poolObserver(clusterName, e.Role, database, u.BackendUser)))
 	p.pools[key] = pl
 	return pl, nil

@@ -52,6 +52,7 @@ func (m *Machine) Login(startup []wire.Param, defaults map[string]string, cache 
 			continue
 		}
 		client[name] = p.Value
+		m.params.claim(name)
 	}
 	m.params.values = make(map[string]string, len(defaults)+len(client))
 	for name, v := range defaults {

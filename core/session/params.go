@@ -18,6 +18,12 @@ var fixed = map[string]bool{
 	"scram_iterations": true,
 }
 
+// serverChosen are reported parameters whose value is the connection's
+// own unless the client chose one: default_transaction_read_only is on
+// for the writer's read-only pool (reader transactions that fall back to
+// the writer), and a value a login saw elsewhere must not turn it off.
+var serverChosen = map[string]bool{"default_transaction_read_only": true}
+
 // params tracks a client's run-time parameters: the server's defaults
 // overlaid with what the client set at startup and with tracked SETs since,
 // under the names the server uses. Every borrowed connection is brought in
@@ -27,6 +33,7 @@ type params struct {
 	start    map[string]string // the values right after login (RESET ALL returns to them)
 	key      string            // fingerprint of values; "" when it must be recomputed
 	dirty    map[string]bool   // tracked parameters set since they were last read back
+	own      map[string]bool   // serverChosen parameters the client set itself
 	resetAll bool              // RESET ALL or DISCARD ALL ran since then
 }
 
@@ -45,7 +52,24 @@ func (p *params) markDirty(name string) {
 	if p.dirty == nil {
 		p.dirty = make(map[string]bool)
 	}
+	p.claim(name)
 	p.dirty[strings.Clone(name)] = true
+}
+
+// claim records that the client chose its own value of name.
+func (p *params) claim(name string) {
+	if !serverChosen[name] {
+		return
+	}
+	if p.own == nil {
+		p.own = make(map[string]bool)
+	}
+	p.own[name] = true
+}
+
+// skip reports a parameter left as the connection has it.
+func (p *params) skip(name string) bool {
+	return fixed[name] || serverChosen[name] && !p.own[name]
 }
 
 // fingerprint returns a string that is equal for two clients exactly when
@@ -85,7 +109,7 @@ func (p *params) syncQuery(srv *pool.ServerState) string {
 	}
 	var sets, resets []string
 	for name, want := range p.values {
-		if fixed[name] {
+		if p.skip(name) {
 			continue
 		}
 		if have, ok := srv.Params[name]; !ok || have != want {
@@ -123,7 +147,7 @@ func (p *params) syncQuery(srv *pool.ServerState) string {
 // synced records that the sync query ran on srv without error.
 func (p *params) synced(srv *pool.ServerState) {
 	for name, want := range p.values {
-		if _, reported := srv.Reported[name]; !reported && !fixed[name] {
+		if _, reported := srv.Reported[name]; !reported && !p.skip(name) {
 			srv.Params[name] = want
 		}
 	}

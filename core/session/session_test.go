@@ -2,8 +2,10 @@ package session
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/sqlclass"
 )
 
@@ -41,5 +43,27 @@ func TestPinSetTexts(t *testing.T) {
 	}
 	if got := pinSet(0).texts(""); got != nil {
 		t.Fatalf("empty set texts() = %q", got)
+	}
+}
+
+// default_transaction_read_only is the connection's own (on for the
+// writer's read-only pool) unless the client chose a value: a default seen
+// at login elsewhere is never written over it.
+func TestSyncLeavesServerChosenReadOnly(t *testing.T) {
+	srv := func() *pool.ServerState {
+		return &pool.ServerState{
+			Params:   map[string]string{"default_transaction_read_only": "on", "TimeZone": "UTC"},
+			Reported: map[string]string{"default_transaction_read_only": "on", "TimeZone": "UTC"},
+		}
+	}
+	var p params
+	p.values = map[string]string{"default_transaction_read_only": "off", "TimeZone": "UTC"}
+	if q := p.syncQuery(srv()); q != "" {
+		t.Errorf("login default synced over the connection's own: %q", q)
+	}
+	p.claim("default_transaction_read_only")
+	p.key = ""
+	if q := p.syncQuery(srv()); !strings.Contains(q, "default_transaction_read_only") {
+		t.Errorf("the client's own value not synced: %q", q)
 	}
 }
