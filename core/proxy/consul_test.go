@@ -46,6 +46,25 @@ func failoverUnderLoad(t *testing.T, e *testEnv, writers, idles int, tell func()
 			t.Fatal(err)
 		}
 	}
+	// A client with state Sluice tracks: a tracked SET, a startup
+	// parameter and protocol-level prepared statements (pgx's statement
+	// cache), all rebuilt on whichever connection it borrows.
+	scfg, err := pgx.ParseConfig(e.url("application_name=stateful"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateful, err := pgx.ConnectConfig(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stateful.Close(context.Background())
+	if _, err := stateful.Exec(ctx, "SET search_path = pg_catalog, public"); err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := stateful.QueryRow(ctx, "SELECT $1::int", 1).Scan(&one); err != nil {
+		t.Fatal(err)
+	}
 	// A pinned client: its session state (LISTEN) lives on one server
 	// connection and cannot be rebuilt on the new writer.
 	pinned := e.connect(t)
@@ -149,7 +168,17 @@ func failoverUnderLoad(t *testing.T, e *testEnv, writers, idles int, tell func()
 			r.idleKept++
 		}
 	}
-	_, err := pinned.Exec(ctx, "SELECT 1")
+	var sp, app string
+	var two int
+	if err := stateful.QueryRow(ctx, "SELECT current_setting('search_path'), current_setting('application_name'), $1::int", 2).Scan(&sp, &app, &two); err != nil {
+		t.Errorf("the stateful client after the failover: %v", err)
+	} else if sp != "pg_catalog, public" || app != "stateful" || two != 2 {
+		t.Errorf("the stateful client's state on the new writer: search_path %q, application_name %q, %d", sp, app, two)
+	}
+	if err := stateful.QueryRow(ctx, "SELECT $1::int", 3).Scan(&two); err != nil || two != 3 {
+		t.Errorf("a statement prepared before the failover, after it: %d, %v", two, err)
+	}
+	_, err = pinned.Exec(ctx, "SELECT 1")
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Detail, "pinned to its server connection (LISTEN") {
 		t.Errorf("the pinned client after the failover: %v (%+v), want 08006 saying its pinned state is lost", err, pe)
