@@ -120,10 +120,15 @@ func failoverUnderLoad(t *testing.T, e *testEnv, writers, idles int, tell func()
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
-	if committed.Load() == 0 {
-		t.Fatal("no transaction committed before the failure")
+	// Load first: every writer has committed (a loaded machine under
+	// -race may take a while to get 50 clients going).
+	for start := time.Now(); committed.Load() < int64(writers); {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("only %d transactions committed in 30s before the failure", committed.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	time.Sleep(100 * time.Millisecond)
 	if err := e.pg.Stop(); err != nil {
 		t.Fatal(err)
 	}

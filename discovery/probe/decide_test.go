@@ -1,11 +1,15 @@
 package probe
 
 import (
+	"context"
+	"net"
+	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/topology"
 )
 
@@ -121,5 +125,55 @@ func TestParseLSN(t *testing.T) {
 		if _, err := ParseLSN(bad); err == nil {
 			t.Errorf("ParseLSN(%q) accepted", bad)
 		}
+	}
+}
+
+// A server that answered before and then times out once is kept as it
+// was; a second timeout, or a refused connection at once, makes it
+// unreachable.
+func TestProbeTimeoutNeedsTwoStrikes(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := closed.Addr().String()
+	closed.Close()
+
+	hung := silent.Addr().String()
+	cands := []string{hung, refused}
+	if cands[0] > cands[1] {
+		cands[0], cands[1] = cands[1], cands[0]
+	}
+	p := newProber(&Source{Endpoint: pool.Endpoint{User: "monitor", Database: "postgres"}})
+	p.conns = map[string]*pool.Conn{}
+	p.last, p.strikes = map[string]result{}, map[string]int{}
+	for _, a := range cands {
+		p.last[a] = result{reachable: true, inRecovery: true}
+	}
+	at := func(rs []result, addr string) result { return rs[slices.Index(cands, addr)] }
+	rs := p.probeAll(context.Background(), cands, 200*time.Millisecond)
+	if !at(rs, hung).reachable {
+		t.Error("one timeout made the server unreachable")
+	}
+	if at(rs, refused).reachable {
+		t.Error("a refused connection kept the server reachable")
+	}
+	rs = p.probeAll(context.Background(), cands, 200*time.Millisecond)
+	if at(rs, hung).reachable {
+		t.Error("two timeouts in a row kept the server reachable")
 	}
 }

@@ -20,7 +20,10 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,9 +82,12 @@ const probeSQL = `SELECT s.r, CASE WHEN s.r THEN pg_catalog.pg_last_wal_replay_l
 // result is what one probe found.
 type result struct {
 	reachable, inRecovery bool
-	lsn                   uint64 // replayed (replica) or current (writer) position
-	behind                bool   // received WAL not yet replayed
-	sinceReplay           float64
+	// definite: the probe failed in a way that leaves no doubt (the
+	// connection refused or closed), not by running out of time.
+	definite    bool
+	lsn         uint64 // replayed (replica) or current (writer) position
+	behind      bool   // received WAL not yet replayed
+	sinceReplay float64
 }
 
 // sample is the writer's WAL position at one moment.
@@ -103,7 +109,15 @@ type prober struct {
 	history   []sample                 // the writer's positions, oldest first
 	unwell    map[string]string        // why each unhealthy endpoint is, as last logged
 	roles     map[string]topology.Role // the role each address last had
+	last      map[string]result        // each address's last successful probe
+	strikes   map[string]int           // probes in a row that timed out, by address
 }
+
+// maxStrikes is how many probes in a row must time out before a server
+// that answered before counts as unreachable; a refused or closed
+// connection counts at once. One slow probe on a loaded machine does not
+// take a server out.
+const maxStrikes = 2
 
 // Run implements topology.Source.
 func (s *Source) Run(ctx context.Context, sink topology.Sink) {
@@ -111,7 +125,8 @@ func (s *Source) Run(ctx context.Context, sink topology.Sink) {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	p := &prober{Source: s, log: s.Log, conns: map[string]*pool.Conn{}, unwell: map[string]string{}, roles: map[string]topology.Role{}}
+	p := &prober{Source: s, log: s.Log, conns: map[string]*pool.Conn{}, unwell: map[string]string{}, roles: map[string]topology.Role{},
+		last: map[string]result{}, strikes: map[string]int{}}
 	if p.log == nil {
 		p.log = zap.NewNop()
 	}
@@ -228,6 +243,17 @@ func (p *prober) probeAll(ctx context.Context, cands []string, limit time.Durati
 		} else {
 			delete(p.conns, h)
 		}
+		r := out[i]
+		switch last, ok := p.last[h]; {
+		case r.reachable:
+			p.last[h], p.strikes[h] = r, 0
+		case !r.definite && ok && p.strikes[h]+1 < maxStrikes:
+			p.strikes[h]++
+			out[i] = last // timed out once: taken as it was
+		default:
+			delete(p.last, h)
+			delete(p.strikes, h)
+		}
 	}
 	return out
 }
@@ -243,20 +269,27 @@ func (p *prober) probe(ctx context.Context, host string, c *pool.Conn, limit tim
 		}
 		var err error
 		if c, err = pool.Connect(ctx, ep); err != nil {
-			return result{}, nil
+			return result{definite: !isTimeout(err)}, nil
 		}
 	}
 	c.SetDeadline(time.Now().Add(limit))
 	row, err := c.QueryRow(probeSQL)
 	if err != nil || len(row) != 4 {
 		c.Close()
-		return result{}, nil
+		return result{definite: err != nil && !isTimeout(err)}, nil
 	}
 	c.SetDeadline(time.Time{})
 	r := result{reachable: true, inRecovery: row[0] == "t", behind: row[2] == "t"}
 	r.lsn, _ = ParseLSN(row[1])
 	r.sinceReplay, _ = strconv.ParseFloat(row[3], 64)
 	return r, c
+}
+
+// isTimeout reports a failure by running out of time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.As(err, &ne) && ne.Timeout()
 }
 
 // decide makes the snapshot of what the probes found.
