@@ -113,6 +113,10 @@ type prober struct {
 	strikes   map[string]int           // probes in a row that timed out, by address
 }
 
+// minProbeTimeout is the least time a probe's query is given, however
+// short the interval.
+const minProbeTimeout = time.Second
+
 // maxStrikes is how many probes in a row must time out before a server
 // that answered before counts as unreachable; a refused or closed
 // connection counts at once. One slow probe on a loaded machine does not
@@ -262,17 +266,22 @@ func (p *prober) probeAll(ctx context.Context, cands []string, limit time.Durati
 // probe closes it.
 func (p *prober) probe(ctx context.Context, host string, c *pool.Conn, limit time.Duration) (result, *pool.Conn) {
 	if c == nil {
+		// Opening a connection (with SCRAM's key derivation) may take
+		// longer than a short probe interval: it gets at least
+		// minProbeTimeout (within connect_timeout), and the connection is
+		// kept for the next probes. A round waits for its slowest probe,
+		// so no probe may take much longer than that.
 		ep := p.Endpoint
 		ep.Addr = host
-		if ep.ConnectTimeout <= 0 || ep.ConnectTimeout > limit {
-			ep.ConnectTimeout = limit
+		if t := max(limit, minProbeTimeout); ep.ConnectTimeout <= 0 || ep.ConnectTimeout > t {
+			ep.ConnectTimeout = t
 		}
 		var err error
 		if c, err = pool.Connect(ctx, ep); err != nil {
 			return result{definite: !isTimeout(err)}, nil
 		}
 	}
-	c.SetDeadline(time.Now().Add(limit))
+	c.SetDeadline(time.Now().Add(max(limit, minProbeTimeout)))
 	row, err := c.QueryRow(probeSQL)
 	if err != nil || len(row) != 4 {
 		c.Close()
