@@ -1,4 +1,5 @@
-# Sluice: `make run` starts a local PostgreSQL and Sluice in front of it;
+# Sluice: `make run` starts a local PostgreSQL primary and replica and Sluice
+# in front of them (`make run-consul`: with Consul as the source of truth);
 # `make test` runs every test against real PostgreSQL servers.
 
 GO      ?= go
@@ -9,7 +10,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 15m
 CONSUL_MOD := discovery/consul/agent
 
-.PHONY: all deps build test run bench lint fuzz clean
+.PHONY: all deps build test run run-consul bench bench-failover lint fuzz clean
 
 all: build
 
@@ -52,6 +53,9 @@ test: deps
 
 run: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config proxy.hcl -data .sluice
+
+run-consul: deps build
+	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config examples/proxy-consul.hcl -data .sluice -consul
 
 bench: deps
 	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -out BENCHMARKS.latest.md
