@@ -61,6 +61,11 @@ bench: deps
 	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -out BENCHMARKS.latest.md
 	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
 
+# bench-failover runs failover under load five times per promotion mode and
+# writes BENCHMARKS.failover.md (a few minutes).
+bench-failover: deps
+	$(GO) run ./cmd/sluice-bench failover -runs 5 -modes discovery,probe -out BENCHMARKS.failover.md
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

@@ -23,6 +23,21 @@
 // take turns going first from one combination to the next, so that a steady
 // drift favours neither.
 //
+// `sluice-bench failover` (make bench-failover) measures failover under
+// load instead:
+//
+//	go run ./cmd/sluice-bench failover [-runs 5] [-modes discovery,probe] [-writers 50] [-idle 20]
+//	                                   [-pool 20] [-health-check-interval 1s] [-out FILE]
+//
+// Each run starts a fresh primary and streaming replica, registered in a
+// Consul agent the runs share, and a Sluice in this process whose cluster
+// is that Consul service; write transactions run through it while the
+// primary stops (immediate shutdown) and the replica is promoted, Consul
+// told (promotion = "discovery") or not (promotion = "probe"). It prints
+// per run the seconds from the promotion to the first write on the new
+// writer, the failed transactions and the idle clients kept, with the
+// medians, as markdown.
+//
 // A run that fails or exceeds its duration by a minute shows "failed" and the
 // harness continues. Everything it starts is stopped, and its temporary
 // directories removed, when it ends, fails or is interrupted.
@@ -52,6 +67,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "failover" {
+		return runFailover(args[1:], stdout, stderr)
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

@@ -91,15 +91,10 @@ func (s sluiceSetup) start(context.Context) (*child, error) {
 func buildSluice(ctx context.Context, out string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root, err := moduleRoot(ctx)
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", err
 	}
-	mod := strings.TrimSpace(string(gomod))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the Sluice module: run from the repository, or pass -sluice-bin")
-	}
-	root := filepath.Dir(mod)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/sluice")
 	cmd.Dir = root
 	var output bytes.Buffer
@@ -108,6 +103,20 @@ func buildSluice(ctx context.Context, out string) (string, error) {
 		return root, fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, strings.TrimSpace(output.String()))
 	}
 	return root, nil
+}
+
+// moduleRoot returns the root directory of the module containing the
+// working directory.
+func moduleRoot(ctx context.Context) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(gomod))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the Sluice module: run from the repository, or pass -sluice-bin")
+	}
+	return filepath.Dir(mod), nil
 }
 
 // sourceRevision describes the commit the module root is at, with
