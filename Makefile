@@ -58,7 +58,7 @@ run-consul: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config examples/proxy-consul.hcl -data .sluice -consul
 
 bench: deps
-	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -out BENCHMARKS.latest.md
+	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -out BENCHMARKS.latest.md
 	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
 
 # bench-failover runs failover under load five times per promotion mode and

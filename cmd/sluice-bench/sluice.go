@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,15 +26,28 @@ type sluiceSetup struct {
 	port     int
 	pgAddr   string
 	poolSize int
+	// replicas, when set, are the cluster's replicas, and the listener
+	// is a reader: pgbench's transactions go to them (pools of poolSize
+	// each).
+	replicas []string
 }
 
 // configHCL renders proxy.hcl: one listener in front of the server,
 // transaction pooling with the given pool size and md5 authentication of the
 // bench user, mirroring the PgBouncer setup.
 func (s sluiceSetup) configHCL() string {
+	listenRole, replicas := "", ""
+	if len(s.replicas) > 0 {
+		listenRole = "\n  role    = \"reader\""
+		quoted := make([]string, len(s.replicas))
+		for i, r := range s.replicas {
+			quoted[i] = strconv.Quote(r)
+		}
+		replicas = "\n  replicas = [" + strings.Join(quoted, ", ") + "]"
+	}
 	return fmt.Sprintf(`listen "main" {
   address = "%s:%d"
-  cluster = "main"
+  cluster = "main"%s
 }
 
 pool {
@@ -43,7 +57,7 @@ pool {
 }
 
 cluster "main" {
-  writer = %q
+  writer = %q%s
 }
 
 auth {
@@ -60,7 +74,7 @@ log {
 }
 
 shutdown_timeout = "0s"
-`, loopback, s.port, s.poolSize, s.pgAddr, benchUser, benchPassword, benchUser, benchPassword)
+`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, benchUser, benchPassword, benchUser, benchPassword)
 }
 
 // start validates and writes proxy.hcl and runs `sluice run` as a separate
