@@ -1,4 +1,5 @@
-# Sluice: `make run` starts a local PostgreSQL and Sluice in front of it;
+# Sluice: `make run` starts a local PostgreSQL primary and replica and Sluice
+# in front of them (`make run-consul`: with Consul as the source of truth);
 # `make test` runs every test against real PostgreSQL servers.
 
 GO      ?= go
@@ -9,7 +10,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 15m
 CONSUL_MOD := discovery/consul/agent
 
-.PHONY: all deps build test run bench lint fuzz clean
+.PHONY: all deps build test run run-consul bench bench-failover lint fuzz clean
 
 all: build
 
@@ -53,9 +54,17 @@ test: deps
 run: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config proxy.hcl -data .sluice
 
+run-consul: deps build
+	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config examples/proxy-consul.hcl -data .sluice -consul
+
 bench: deps
-	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -out BENCHMARKS.latest.md
+	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -out BENCHMARKS.latest.md
 	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
+
+# bench-failover runs failover under load five times per promotion mode and
+# writes BENCHMARKS.failover.md (a few minutes).
+bench-failover: deps
+	$(GO) run ./cmd/sluice-bench failover -runs 5 -modes discovery,probe -out BENCHMARKS.failover.md
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

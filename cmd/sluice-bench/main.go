@@ -23,6 +23,21 @@
 // take turns going first from one combination to the next, so that a steady
 // drift favours neither.
 //
+// `sluice-bench failover` (make bench-failover) measures failover under
+// load instead:
+//
+//	go run ./cmd/sluice-bench failover [-runs 5] [-modes discovery,probe] [-writers 50] [-idle 20]
+//	                                   [-pool 20] [-health-check-interval 1s] [-out FILE]
+//
+// Each run starts a fresh primary and streaming replica, registered in a
+// Consul agent the runs share, and a Sluice in this process whose cluster
+// is that Consul service; write transactions run through it while the
+// primary stops (immediate shutdown) and the replica is promoted, Consul
+// told (promotion = "discovery") or not (promotion = "probe"). It prints
+// per run the seconds from the promotion to the first write on the new
+// writer, the failed transactions and the idle clients kept, with the
+// medians, as markdown.
+//
 // A run that fails or exceeds its duration by a minute shows "failed" and the
 // harness continues. Everything it starts is stopped, and its temporary
 // directories removed, when it ends, fails or is interrupted.
@@ -52,6 +67,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "failover" {
+		return runFailover(args[1:], stdout, stderr)
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -102,11 +120,13 @@ type bench struct {
 	log     io.Writer
 	workDir string // temporary directory holding the proxies' files
 	server  *pgtest.Server
-	targets []*target
-	results map[resultKey]runResult
-	notes   []string // problems and remarks for the report
-	machine machine
-	clkTck  int64
+	// replicas are streaming replicas of server, started for targetReader.
+	replicas []*pgtest.Server
+	targets  []*target
+	results  map[resultKey]runResult
+	notes    []string // problems and remarks for the report
+	machine  machine
+	clkTck   int64
 }
 
 // resultKey names one measured run.
@@ -204,11 +224,18 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.machine = describeMachine(ctx, b.server.Port(), root)
+	var replicaErr error
+	if slices.Contains(b.opts.targets, targetReader) {
+		replicaErr = b.startReplicas()
+	}
 
 	for _, name := range b.opts.targets {
 		t, err := b.newTarget(name, sluiceBin)
-		if err == nil && buildErr != nil && name == targetSluice {
+		if err == nil && buildErr != nil && (name == targetSluice || name == targetReader) {
 			err = buildErr
+		}
+		if err == nil && replicaErr != nil && name == targetReader {
+			err = replicaErr
 		}
 		if err == nil && t.start != nil {
 			b.logf("starting %s on port %d", name, t.port)
@@ -259,8 +286,43 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
 	case targetBaseline:
 		t.start = sluiceSetup{name: name, dir: dir, binary: b.opts.baselineBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
+	case targetReader:
+		var addrs []string
+		for _, r := range b.replicas {
+			addrs = append(addrs, r.Addr())
+		}
+		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize, replicas: addrs}.start
+		// A reader endpoint that answered from the primary would measure
+		// the writer twice.
+		t.verify = func(ctx context.Context) error {
+			v, err := querySingle(ctx, port, "SELECT pg_catalog.pg_is_in_recovery()")
+			if err != nil {
+				return err
+			}
+			if v != "t" {
+				return fmt.Errorf("the reader endpoint answered from a server not in recovery (pg_is_in_recovery() = %q)", v)
+			}
+			return nil
+		}
 	}
 	return t, nil
+}
+
+// readerReplicas is how many streaming replicas targetReader reads from.
+const readerReplicas = 2
+
+// startReplicas clones the loaded server into readerReplicas streaming
+// replicas, with its settings.
+func (b *bench) startReplicas() error {
+	for i := range readerReplicas {
+		b.logf("starting replica %d of %d", i+1, readerReplicas)
+		r, err := b.server.StartReplica()
+		if err != nil {
+			return fmt.Errorf("starting replica %d: %w", i+1, err)
+		}
+		b.replicas = append(b.replicas, r)
+	}
+	return nil
 }
 
 // runAll runs every (client count, mode, target) combination, interleaving
@@ -400,6 +462,11 @@ func (b *bench) measure(ctx context.Context, t *target, run pgbenchRun) runResul
 func (b *bench) cleanup() {
 	for _, t := range b.targets {
 		t.stop()
+	}
+	for _, r := range b.replicas {
+		if err := r.Stop(); err != nil {
+			b.logf("stopping a replica: %v", err)
+		}
 	}
 	if b.server != nil {
 		if err := b.server.Stop(); err != nil {

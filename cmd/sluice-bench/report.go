@@ -149,7 +149,9 @@ func (b *bench) markdown() string {
 	if multiMode {
 		header = []string{"mode", "clients"}
 	}
-	for _, t := range o.targets {
+	// The reader endpoint has a section of its own.
+	tableTargets := slices.DeleteFunc(slices.Clone(o.targets), func(t string) bool { return t == targetReader })
+	for _, t := range tableTargets {
 		header = append(header, t+" TPS", t+" lat ms")
 	}
 	hasBoth := slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetPgBouncer)
@@ -181,7 +183,7 @@ func (b *bench) markdown() string {
 				r, ok := b.results[resultKey{mode: mode, clients: clients, target: target}]
 				return r, ok
 			}
-			for _, t := range o.targets {
+			for _, t := range tableTargets {
 				r, ok := res(t)
 				row = append(row, tpsCell(r, ok), latencyCell(r, ok))
 			}
@@ -213,6 +215,7 @@ func (b *bench) markdown() string {
 		}
 	}
 	w.WriteString("\n")
+	b.writeReader(&w)
 	b.writeAddedLatency(&w)
 	b.writeMemory(&w)
 	b.writeMachine(&w)
@@ -223,6 +226,35 @@ func (b *bench) markdown() string {
 		}
 	}
 	return w.String()
+}
+
+// writeReader writes the reader endpoint's section: per mode and client
+// count, Sluice's writer listener (the sluice target, one server) next to
+// its reader listener over the replicas.
+func (b *bench) writeReader(w *strings.Builder) {
+	o := b.opts
+	if !slices.Contains(o.targets, targetReader) {
+		return
+	}
+	fmt.Fprintf(w, "Reader endpoint: the same pgbench -S runs through a Sluice whose listener has role = \"reader\", in front of %d streaming "+
+		"replicas of the server (pool %d per replica, so up to %d server connections), next to the sluice target above (the writer, "+
+		"one server, pool %d). The replicas run on the same machine as the primary and share its CPUs.\n\n",
+		readerReplicas, o.poolSize, readerReplicas*o.poolSize, o.poolSize)
+	writeRow(w, []string{"mode", "clients", "sluice writer TPS", "sluice writer lat ms", "reader TPS", "reader lat ms", "reader/writer TPS", "reader CPU s/10k tx"})
+	writeRow(w, []string{"---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"})
+	for _, mode := range o.modes {
+		for _, clients := range o.clients {
+			s, okS := b.results[resultKey{mode: mode, clients: clients, target: targetSluice}]
+			r, okR := b.results[resultKey{mode: mode, clients: clients, target: targetReader}]
+			ratio := ""
+			if okS && okR && succeeded(s) && succeeded(r) && s.bench.tps > 0 {
+				ratio = fmt.Sprintf("%.2f", r.bench.tps/s.bench.tps)
+			}
+			writeRow(w, []string{mode, strconv.Itoa(clients), tpsCell(s, okS), latencyCell(s, okS), tpsCell(r, okR), latencyCell(r, okR),
+				orDash(ratio), cpuCell(r, okR, o.duration)})
+		}
+	}
+	w.WriteString("\n")
 }
 
 // writeAddedLatency writes, per mode, how much average latency each proxy

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,15 +26,28 @@ type sluiceSetup struct {
 	port     int
 	pgAddr   string
 	poolSize int
+	// replicas, when set, are the cluster's replicas, and the listener
+	// is a reader: pgbench's transactions go to them (pools of poolSize
+	// each).
+	replicas []string
 }
 
 // configHCL renders proxy.hcl: one listener in front of the server,
 // transaction pooling with the given pool size and md5 authentication of the
 // bench user, mirroring the PgBouncer setup.
 func (s sluiceSetup) configHCL() string {
+	listenRole, replicas := "", ""
+	if len(s.replicas) > 0 {
+		listenRole = "\n  role    = \"reader\""
+		quoted := make([]string, len(s.replicas))
+		for i, r := range s.replicas {
+			quoted[i] = strconv.Quote(r)
+		}
+		replicas = "\n  replicas = [" + strings.Join(quoted, ", ") + "]"
+	}
 	return fmt.Sprintf(`listen "main" {
   address = "%s:%d"
-  cluster = "main"
+  cluster = "main"%s
 }
 
 pool {
@@ -43,7 +57,7 @@ pool {
 }
 
 cluster "main" {
-  writer = %q
+  writer = %q%s
 }
 
 auth {
@@ -60,7 +74,7 @@ log {
 }
 
 shutdown_timeout = "0s"
-`, loopback, s.port, s.poolSize, s.pgAddr, benchUser, benchPassword, benchUser, benchPassword)
+`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, benchUser, benchPassword, benchUser, benchPassword)
 }
 
 // start validates and writes proxy.hcl and runs `sluice run` as a separate
@@ -91,15 +105,10 @@ func (s sluiceSetup) start(context.Context) (*child, error) {
 func buildSluice(ctx context.Context, out string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root, err := moduleRoot(ctx)
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", err
 	}
-	mod := strings.TrimSpace(string(gomod))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the Sluice module: run from the repository, or pass -sluice-bin")
-	}
-	root := filepath.Dir(mod)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/sluice")
 	cmd.Dir = root
 	var output bytes.Buffer
@@ -108,6 +117,20 @@ func buildSluice(ctx context.Context, out string) (string, error) {
 		return root, fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, strings.TrimSpace(output.String()))
 	}
 	return root, nil
+}
+
+// moduleRoot returns the root directory of the module containing the
+// working directory.
+func moduleRoot(ctx context.Context) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(gomod))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the Sluice module: run from the repository, or pass -sluice-bin")
+	}
+	return filepath.Dir(mod), nil
 }
 
 // sourceRevision describes the commit the module root is at, with

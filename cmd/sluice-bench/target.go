@@ -15,6 +15,10 @@ const (
 	// targetBaseline is a second Sluice executable (-baseline-bin), set up
 	// exactly like targetSluice, to compare two builds in one run.
 	targetBaseline = "baseline"
+	// targetReader is the sluice executable with a reader listener in
+	// front of readerReplicas streaming replicas of the server, reported
+	// in a section of its own next to targetSluice.
+	targetReader = "reader"
 )
 
 // readyTimeout bounds how long a freshly started proxy has to accept a
@@ -28,7 +32,10 @@ type target struct {
 	port int
 	// start starts the proxy process; nil for the server itself.
 	start func(context.Context) (*child, error)
-	proc  *child
+	// verify, if set, checks once the proxy answers that it sends
+	// queries where it should.
+	verify func(context.Context) error
+	proc   *child
 	// broken says why the target cannot be benchmarked (it could not be
 	// built or started); nil when it can.
 	broken error
@@ -57,6 +64,12 @@ func (t *target) launch(ctx context.Context) error {
 			err = fmt.Errorf("%w\n  last lines of its log (%s):\n%s", err, proc.logPath, indent(tail, "    "))
 		}
 		return err
+	}
+	if t.verify != nil {
+		if err := t.verify(ctx); err != nil {
+			proc.stop()
+			return err
+		}
 	}
 	t.proc = proc
 	if rss, _, err := proc.memory(); err == nil {

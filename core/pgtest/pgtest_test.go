@@ -312,6 +312,81 @@ func TestDataDirIsReusedAndKept(t *testing.T) {
 	}
 }
 
+// A replica in a kept data directory is reused as it is on the next start,
+// catches up with what the primary wrote meanwhile, and is refused once
+// the primary's cluster has been recreated.
+func TestReplicaDataDirIsReused(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	parent, err := os.MkdirTemp("", "pgtest-replicadir")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	primaryDir, replicaDir := filepath.Join(parent, "primary"), filepath.Join(parent, "replica")
+	primary, err := pgtest.StartServer(pgtest.Options{DataDir: primaryDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Stop()
+	first, err := primary.StartReplicaAt(replicaDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := first.DataDir(); got != replicaDir {
+		t.Errorf("replica DataDir() = %s, want %s", got, replicaDir)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := primary.Exec(ctx, "CREATE TABLE written_while_down (v int); INSERT INTO written_while_down VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	second, err := primary.StartReplicaAt(replicaDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restarting the kept replica took %v", time.Since(start))
+	defer second.Stop()
+	conn := connect(t, ctx, second.ConnString("postgres", "postgres", "postgres"))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var v int
+		err := conn.QueryRow(ctx, "SELECT v FROM written_while_down").Scan(&v)
+		if err == nil && v == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a row written while the replica was down is not on it after 30s: %d, %v", v, err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.01)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := queryString(t, ctx, conn, "SELECT pg_is_in_recovery()::text"); got != "true" {
+		t.Errorf("reused replica pg_is_in_recovery() = %s, want true", got)
+	}
+	_ = conn.Close(ctx)
+	if err := second.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another cluster in the primary's place: the kept replica is refused,
+	// not left retrying to stream.
+	other := pgtest.Start(t, pgtest.Options{})
+	if r, err := other.StartReplicaAt(replicaDir, 0); err == nil {
+		_ = r.Stop()
+		t.Fatal("a replica of another cluster was started as a replica of this one")
+	} else if !strings.Contains(err.Error(), "standby of another cluster") {
+		t.Errorf("error = %v, want it to say the replica belongs to another cluster", err)
+	}
+}
+
 func TestFixedPortInUseFails(t *testing.T) {
 	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

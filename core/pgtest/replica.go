@@ -3,6 +3,8 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -41,23 +43,104 @@ func (s *Server) AddReplica(tb testing.TB) *Server {
 // it exercises s's pg_hba.conf replication entry and AuthMethod, and has
 // s's Options (its own port and directory aside).
 func (s *Server) StartReplica() (*Server, error) {
+	return s.StartReplicaAt("", 0)
+}
+
+// StartReplicaAt is StartReplica with the replica's data directory and port
+// chosen as [Options] DataDir and Port choose them: an empty dataDir means a
+// temporary one, a port of zero a free port. A dataDir that already holds a
+// cluster must be a standby of s (standby.signal present, the same system
+// identifier); it is started as it is, and catches up by streaming. An
+// empty or missing one is cloned from s. A given dataDir is kept when the
+// replica stops (with a clean fast shutdown), so `make run` finds it again.
+func (s *Server) StartReplicaAt(dataDir string, port int) (*Server, error) {
 	opts := s.opts
-	opts.DataDir = ""
-	opts.Port = 0
+	opts.DataDir = dataDir
+	opts.Port = port
+	if port < 0 || port > 65535 {
+		return nil, fmt.Errorf("pgtest: replica port %d is out of range", port)
+	}
 	r, err := newServer(s.run, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.basebackup(s); err != nil {
+	reused, err := r.prepareReplicaDir()
+	if err != nil {
 		return nil, r.abandon(err)
+	}
+	if !reused {
+		if err := r.basebackup(s); err != nil {
+			return nil, r.abandon(err)
+		}
 	}
 	if err := r.start(); err != nil {
 		return nil, r.abandon(err)
+	}
+	if reused {
+		if err := r.checkStandbyOf(s); err != nil {
+			return nil, r.abandon(err)
+		}
 	}
 	if err := r.waitStreaming(); err != nil {
 		return nil, r.abandon(err)
 	}
 	return r, nil
+}
+
+// prepareReplicaDir readies a kept data directory: it reports whether it
+// already holds a standby (whose pg_hba.conf it rewrites, as for a
+// primary), and otherwise leaves it empty and owned by the user that runs
+// PostgreSQL for pg_basebackup. A temporary replica needs nothing.
+func (s *Server) prepareReplicaDir() (reused bool, err error) {
+	if s.opts.DataDir == "" {
+		return false, nil
+	}
+	if _, err := os.Stat(filepath.Join(s.dataDir, "PG_VERSION")); err == nil {
+		if _, err := os.Stat(filepath.Join(s.dataDir, "standby.signal")); err != nil {
+			return false, fmt.Errorf("pgtest: %s holds a cluster that is not a standby (no standby.signal); remove it to clone a new replica", s.dataDir)
+		}
+		reused = true
+	} else if entries, err := os.ReadDir(s.dataDir); err == nil && len(entries) > 0 {
+		return false, fmt.Errorf("pgtest: %s is neither empty nor a data directory; remove it to clone a new replica", s.dataDir)
+	} else if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+		return false, fmt.Errorf("pgtest: creating data directory: %w", err)
+	}
+	if err := s.run.checkReachable(s.dataDir); err != nil {
+		return false, err
+	}
+	if err := s.run.chownTree(s.dataDir); err != nil {
+		return false, err
+	}
+	if err := os.Chmod(s.dataDir, 0o700); err != nil {
+		return false, fmt.Errorf("pgtest: %w", err)
+	}
+	if !reused {
+		return false, nil
+	}
+	if err := s.includeConfig(); err != nil {
+		return false, err
+	}
+	return true, s.run.writeFile(filepath.Join(s.dataDir, "pg_hba.conf"), hbaConfig(s.opts.AuthMethod))
+}
+
+// checkStandbyOf fails unless s was cloned from primary's cluster: a kept
+// replica of a primary whose data directory was since recreated cannot
+// stream from it.
+func (s *Server) checkStandbyOf(primary *Server) error {
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	mine, err := s.systemIdentifier(ctx)
+	if err != nil {
+		return err
+	}
+	theirs, err := primary.systemIdentifier(ctx)
+	if err != nil {
+		return err
+	}
+	if mine != theirs {
+		return fmt.Errorf("pgtest: %s is a standby of another cluster (system identifier %s, the primary's is %s); remove it to clone a new replica", s.dataDir, mine, theirs)
+	}
+	return nil
 }
 
 // basebackup clones primary into s's data directory and configures it as a

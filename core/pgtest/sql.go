@@ -123,6 +123,21 @@ func (s *Server) recoveryState(ctx context.Context) (inRecovery bool, receiver s
 	return inRecovery, receiver, nil
 }
 
+// systemIdentifier returns the server's database system identifier, which
+// a primary and its streaming replicas share.
+func (s *Server) systemIdentifier(ctx context.Context) (string, error) {
+	conn, err := s.connectAdmin(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var id string
+	if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_catalog.pg_control_system()").Scan(&id); err != nil {
+		return "", fmt.Errorf("pgtest: reading the system identifier: %w", err)
+	}
+	return id, nil
+}
+
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
 // is on in every supported PostgreSQL).
 func quoteLiteral(s string) string {

@@ -40,6 +40,13 @@
 //	agent.Stop()      // Consul is down
 //	agent.Restart(t)  // and back, still knowing "pg-1"
 //
+// Outside tests (`make run-consul`, `make bench-failover`), [StartAgent]
+// starts the same agent from [Options]: a directory of the caller's that
+// is kept, so the next start finds its catalog again, a fixed node name and
+// fixed ports if wanted, and the web UI. [Agent.RegisterService],
+// [Agent.DeregisterService] and [Agent.NewClient] are Register, Deregister
+// and Client returning errors instead of failing a test.
+//
 // The api clients this package makes take no settings from CONSUL_*
 // environment variables except CONSUL_NAMESPACE and CONSUL_PARTITION, which
 // the Consul API library always reads: leave those unset (they are Consul
@@ -57,6 +64,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,26 +113,67 @@ const (
 // them unique across binaries.
 var nodeSeq atomic.Int64
 
-// ports are the agent's listening ports, all on Host.
-type ports struct {
+// Ports are an agent's listening ports, all on Host: HTTP API, DNS, Serf
+// LAN and WAN, server RPC and gRPC.
+type Ports struct {
 	HTTP, DNS, SerfLAN, SerfWAN, Server, GRPC int
 }
 
-func (p ports) list() []int {
+func (p Ports) list() []int {
 	return []int{p.HTTP, p.DNS, p.SerfLAN, p.SerfWAN, p.Server, p.GRPC}
 }
 
-// Agent is a Consul server agent started by [Start]. Its methods are safe for
-// concurrent use.
+// check reports whether p is the zero value (pick ports) or six distinct
+// valid ports.
+func (p Ports) check() (fixed bool, err error) {
+	if p == (Ports{}) {
+		return false, nil
+	}
+	l := p.list()
+	for _, n := range l {
+		if n <= 0 || n > 65535 {
+			return false, fmt.Errorf("Options.Ports %v: give all six ports, each in 1-65535, or none", l)
+		}
+	}
+	sorted := slices.Clone(l)
+	slices.Sort(sorted)
+	if len(slices.Compact(sorted)) != len(l) {
+		return false, fmt.Errorf("Options.Ports %v: the ports must differ", l)
+	}
+	return true, nil
+}
+
+// Options configures an agent started by [StartAgent].
+type Options struct {
+	// Dir holds the agent's data directory (Dir/data) and its output
+	// (Dir/consul.log). It is created if missing and kept when the agent
+	// stops, so that an agent started again on it, with the same
+	// NodeName, has the same catalog and the services registered through
+	// it. Required.
+	Dir string
+	// NodeName is the agent's node name; empty means a name unique among
+	// the agents running on the machine.
+	NodeName string
+	// Ports are the agent's ports; the zero value picks free ones at
+	// random in 20000-31999 (and others if consul cannot bind them).
+	Ports Ports
+	// UI serves Consul's web UI under /ui/ on the HTTP port.
+	UI bool
+}
+
+// Agent is a Consul server agent started by [Start] or [StartAgent]. Its
+// methods are safe for concurrent use.
 type Agent struct {
 	bin     string
 	node    string
-	dir     string // t.TempDir() of the test that started it
+	dir     string // Options.Dir: t.TempDir() of the test that started it, or the caller's
 	dataDir string
 	logPath string
+	fixed   bool // Options.Ports were given
+	ui      bool
 
 	mu    sync.Mutex // guards the fields below
-	ports ports
+	ports Ports
 	proc  *process // nil when stopped
 }
 
@@ -150,17 +199,9 @@ func (p *process) exited() bool {
 // if the binary is missing or the agent does not come up within 30 seconds.
 func Start(tb testing.TB) *Agent {
 	tb.Helper()
-	bin, err := findBinary()
+	a, err := newAgent(Options{Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatalf("consultest: %v", err)
-	}
-	dir := tb.TempDir()
-	a := &Agent{
-		bin:     bin,
-		node:    fmt.Sprintf("sluice-test-%d-%d", os.Getpid(), nodeSeq.Add(1)),
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		logPath: filepath.Join(dir, "consul.log"),
 	}
 	// Registered after TempDir, so it runs before the directory is removed.
 	tb.Cleanup(a.Stop)
@@ -173,6 +214,57 @@ func Start(tb testing.TB) *Agent {
 	}
 	tb.Logf("consultest: agent %s serving HTTP on %s, leader after %v", a.node, a.Addr(), time.Since(began).Round(time.Millisecond))
 	return a
+}
+
+// StartAgent starts a Consul server agent described by opts and waits, as
+// [Start] does, until it has elected itself leader and its node is healthy.
+// The caller owns the agent and must call [Agent.Stop]; Options.Dir is kept.
+// On failure nothing is left running and the error includes the tail of
+// the agent's log.
+func StartAgent(opts Options) (*Agent, error) {
+	a, err := newAgent(opts)
+	if err != nil {
+		return nil, fmt.Errorf("consultest: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.startLocked(true); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// newAgent checks opts and finds the binary; nothing is started.
+func newAgent(opts Options) (*Agent, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("Options.Dir is required")
+	}
+	fixed, err := opts.Ports.check()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := findBinary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	node := opts.NodeName
+	if node == "" {
+		node = fmt.Sprintf("sluice-test-%d-%d", os.Getpid(), nodeSeq.Add(1))
+	}
+	return &Agent{
+		bin:     bin,
+		node:    node,
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		logPath: filepath.Join(dir, "consul.log"),
+		fixed:   fixed,
+		ui:      opts.UI,
+		ports:   opts.Ports,
+	}, nil
 }
 
 // Restart starts the agent again, on the same ports with the same node name
@@ -245,14 +337,15 @@ func (a *Agent) LogPath() string { return a.logPath }
 // the client cannot be made.
 func (a *Agent) Client(tb testing.TB) *api.Client {
 	tb.Helper()
-	c, err := a.newClient()
+	c, err := a.NewClient()
 	if err != nil {
 		tb.Fatalf("consultest: %v", err)
 	}
 	return c
 }
 
-func (a *Agent) newClient() (*api.Client, error) {
+// NewClient returns a Consul API client for the agent's HTTP API.
+func (a *Agent) NewClient() (*api.Client, error) {
 	return api.NewClient(&api.Config{Address: a.Addr(), Scheme: "http"})
 }
 
@@ -262,7 +355,19 @@ func (a *Agent) newClient() (*api.Client, error) {
 // and tags may be nil. It fails tb on error or after 15 seconds.
 func (a *Agent) Register(tb testing.TB, id, service, addr string, port int, tags []string, meta map[string]string) {
 	tb.Helper()
-	c := a.Client(tb)
+	if err := a.RegisterService(id, service, addr, port, tags, meta); err != nil {
+		tb.Fatalf("%v", err)
+	}
+}
+
+// RegisterService is [Agent.Register] returning an error, which includes
+// the tail of the agent's log, instead of failing a test. Registering an id
+// again replaces the instance.
+func (a *Agent) RegisterService(id, service, addr string, port int, tags []string, meta map[string]string) error {
+	c, err := a.NewClient()
+	if err != nil {
+		return fmt.Errorf("consultest: %w", err)
+	}
 	reg := &api.AgentServiceRegistration{
 		ID:      id,
 		Name:    service,
@@ -272,11 +377,12 @@ func (a *Agent) Register(tb testing.TB, id, service, addr string, port int, tags
 		Meta:    meta,
 	}
 	if err := c.Agent().ServiceRegister(reg); err != nil {
-		tb.Fatalf("consultest: registering %s (%s): %v\n%s", id, service, err, a.logTailSection())
+		return fmt.Errorf("consultest: registering %s (%s): %w\n%s", id, service, err, a.logTailSection())
 	}
 	if err := a.waitCatalog(c, service, id, true); err != nil {
-		tb.Fatalf("consultest: registered %s (%s): %v\n%s", id, service, err, a.logTailSection())
+		return fmt.Errorf("consultest: registered %s (%s): %w\n%s", id, service, err, a.logTailSection())
 	}
+	return nil
 }
 
 // Deregister removes the service instance id registered with the agent and
@@ -284,21 +390,33 @@ func (a *Agent) Register(tb testing.TB, id, service, addr string, port int, tags
 // 15 seconds.
 func (a *Agent) Deregister(tb testing.TB, id string) {
 	tb.Helper()
-	c := a.Client(tb)
+	if err := a.DeregisterService(id); err != nil {
+		tb.Fatalf("%v", err)
+	}
+}
+
+// DeregisterService is [Agent.Deregister] returning an error instead of
+// failing a test.
+func (a *Agent) DeregisterService(id string) error {
+	c, err := a.NewClient()
+	if err != nil {
+		return fmt.Errorf("consultest: %w", err)
+	}
 	svcs, err := c.Agent().Services()
 	if err != nil {
-		tb.Fatalf("consultest: deregistering %s: listing services: %v\n%s", id, err, a.logTailSection())
+		return fmt.Errorf("consultest: deregistering %s: listing services: %w\n%s", id, err, a.logTailSection())
 	}
 	svc, ok := svcs[id]
 	if !ok {
-		tb.Fatalf("consultest: deregistering %s: no such service on agent %s", id, a.node)
+		return fmt.Errorf("consultest: deregistering %s: no such service on agent %s", id, a.node)
 	}
 	if err := c.Agent().ServiceDeregister(id); err != nil {
-		tb.Fatalf("consultest: deregistering %s: %v\n%s", id, err, a.logTailSection())
+		return fmt.Errorf("consultest: deregistering %s: %w\n%s", id, err, a.logTailSection())
 	}
 	if err := a.waitCatalog(c, svc.Service, id, false); err != nil {
-		tb.Fatalf("consultest: deregistered %s: %v\n%s", id, err, a.logTailSection())
+		return fmt.Errorf("consultest: deregistered %s: %w\n%s", id, err, a.logTailSection())
 	}
+	return nil
 }
 
 // waitCatalog waits until the health endpoint, passing=true, lists instance
@@ -336,16 +454,18 @@ func (a *Agent) waitCatalog(c *api.Client, service, id string, present bool) err
 	}
 }
 
-// startLocked starts the agent and waits until it is ready. With fresh set it
-// picks new ports, and picks others again if consul could not bind them;
-// otherwise it reuses a.ports. On failure nothing is left running.
+// startLocked starts the agent and waits until it is ready. With fresh set
+// and no fixed ports it picks new ports, and picks others again if consul
+// could not bind them; otherwise it uses a.ports. On failure nothing is left
+// running.
 func (a *Agent) startLocked(fresh bool) error {
+	pick := fresh && !a.fixed
 	attempts := 1
-	if fresh {
+	if pick {
 		attempts = startAttempts
 	}
 	for attempt := 1; ; attempt++ {
-		if fresh {
+		if pick {
 			p, err := pickPorts()
 			if err != nil {
 				return fmt.Errorf("consultest: %w", err)
@@ -377,7 +497,7 @@ func (a *Agent) args() []string {
 		"agent",
 		"-server",
 		"-bootstrap-expect=1",
-		"-ui=false",
+		"-ui=" + strconv.FormatBool(a.ui),
 		"-node=" + a.node,
 		"-data-dir=" + a.dataDir,
 		"-bind=" + Host,
@@ -517,7 +637,7 @@ func fileSize(path string) int64 {
 // pickPorts picks six distinct random ports in [portMin, portMax) that are
 // free on Host for both TCP and UDP (DNS and Serf use both). They are held
 // until all six are found, then released for consul to bind.
-func pickPorts() (ports, error) {
+func pickPorts() (Ports, error) {
 	var held []io.Closer
 	defer func() {
 		for _, c := range held {
@@ -527,7 +647,7 @@ func pickPorts() (ports, error) {
 	var got []int
 	for tries := 0; len(got) < 6; tries++ {
 		if tries >= 1000 {
-			return ports{}, fmt.Errorf("found only %d free ports in %d-%d after %d tries", len(got), portMin, portMax-1, tries)
+			return Ports{}, fmt.Errorf("found only %d free ports in %d-%d after %d tries", len(got), portMin, portMax-1, tries)
 		}
 		port := portMin + rand.IntN(portMax-portMin)
 		addr := net.JoinHostPort(Host, strconv.Itoa(port))
@@ -543,7 +663,7 @@ func pickPorts() (ports, error) {
 		held = append(held, tl, ul)
 		got = append(got, port)
 	}
-	return ports{HTTP: got[0], DNS: got[1], SerfLAN: got[2], SerfWAN: got[3], Server: got[4], GRPC: got[5]}, nil
+	return Ports{HTTP: got[0], DNS: got[1], SerfLAN: got[2], SerfWAN: got[3], Server: got[4], GRPC: got[5]}, nil
 }
 
 // ErrBinaryNotFound is returned (wrapped) when no consul binary can be found.

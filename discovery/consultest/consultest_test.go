@@ -2,6 +2,7 @@ package consultest
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -98,6 +99,61 @@ func TestAgentsAreSeparate(t *testing.T) {
 	for _, p := range a.ports.list() {
 		if p < portMin || p >= portMax {
 			t.Fatalf("port %d is outside %d-%d", p, portMin, portMax-1)
+		}
+	}
+}
+
+// TestStartAgentKeepsDirAndPorts starts an agent outside testing.TB, as
+// `make run-consul` does: on fixed ports, with the UI, in a directory of
+// the caller's. Started again on the same options it has the same catalog.
+func TestStartAgentKeepsDirAndPorts(t *testing.T) {
+	p, err := pickPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Dir: filepath.Join(t.TempDir(), "consul"), NodeName: "kept-node", Ports: p, UI: true}
+	a, err := StartAgent(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	if want := fmt.Sprintf("127.0.0.1:%d", p.HTTP); a.Addr() != want || a.NodeName() != "kept-node" {
+		t.Fatalf("agent on %s named %s, want %s named kept-node", a.Addr(), a.NodeName(), want)
+	}
+	if err := a.RegisterService("pg-1", "pg", "127.0.0.1", 5432, []string{"primary"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + a.Addr() + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /ui/: %s, want 200 with the UI on", resp.Status)
+	}
+	a.Stop()
+
+	b, err := StartAgent(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	c, err := b.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInstance(t, passing(t, c, "pg"), "pg-1", "127.0.0.1", 5432, []string{"primary"}, nil)
+	if err := b.DeregisterService("pg-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeregisterService("pg-1"); err == nil {
+		t.Error("deregistering an unknown instance succeeded")
+	}
+
+	for _, bad := range []Options{{}, {Dir: opts.Dir, Ports: Ports{HTTP: 1}}, {Dir: opts.Dir, Ports: Ports{1, 2, 3, 4, 5, 5}}} {
+		if a, err := StartAgent(bad); err == nil {
+			a.Stop()
+			t.Errorf("StartAgent(%+v) succeeded", bad)
 		}
 	}
 }

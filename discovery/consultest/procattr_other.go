@@ -4,8 +4,9 @@ package consultest
 
 import "syscall"
 
-// sysProcAttr returns nil: only Linux can tie the agent's life to the test
-// binary's.
+// sysProcAttr gives the agent a process group of its own, so that a Ctrl-C
+// in the terminal reaches only its owner, which then stops it in order.
+// Only Linux can also tie the agent's life to its owner's.
 func sysProcAttr() *syscall.SysProcAttr {
-	return nil
+	return &syscall.SysProcAttr{Setpgid: true}
 }
