@@ -19,9 +19,10 @@ var fixed = map[string]bool{
 }
 
 // serverChosen are reported parameters whose value is the connection's
-// own unless the client chose one: default_transaction_read_only is on
-// for the writer's read-only pool (reader transactions that fall back to
-// the writer), and a value a login saw elsewhere must not turn it off.
+// own, as it opened, unless the client chose one: default_transaction_read_only
+// is on for the writer's read-only pool (reader transactions that fall
+// back to the writer), and a value a login saw elsewhere must not turn it
+// off; a previous client's value is undone.
 var serverChosen = map[string]bool{"default_transaction_read_only": true}
 
 // params tracks a client's run-time parameters: the server's defaults
@@ -109,8 +110,17 @@ func (p *params) syncQuery(srv *pool.ServerState) string {
 	}
 	var sets, resets []string
 	for name, want := range p.values {
-		if p.skip(name) {
+		if fixed[name] {
 			continue
+		}
+		if serverChosen[name] && !p.own[name] {
+			// The connection's own value, as it opened, whatever a
+			// previous client set.
+			v, ok := srv.Reported[name]
+			if !ok {
+				continue
+			}
+			want = v
 		}
 		if have, ok := srv.Params[name]; !ok || have != want {
 			sets = append(sets, fmt.Sprintf("pg_catalog.set_config(%s, %s, false)", wire.QuoteLiteral(name), wire.QuoteLiteral(want)))

@@ -61,6 +61,12 @@ func TestSyncLeavesServerChosenReadOnly(t *testing.T) {
 	if q := p.syncQuery(srv()); q != "" {
 		t.Errorf("login default synced over the connection's own: %q", q)
 	}
+	left := srv() // a previous client turned it off
+	left.Params["default_transaction_read_only"] = "off"
+	p.key = ""
+	if q := p.syncQuery(left); !strings.Contains(q, "'default_transaction_read_only', E'on'") {
+		t.Errorf("a previous client's value is not undone: %q", q)
+	}
 	p.claim("default_transaction_read_only")
 	p.key = ""
 	if q := p.syncQuery(srv()); !strings.Contains(q, "default_transaction_read_only") {
