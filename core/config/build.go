@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -27,8 +28,9 @@ func (b *builder) problemf(path, format string, args ...any) {
 	b.problems = append(b.problems, fmt.Errorf("%s", msg))
 }
 
-// config builds the Config; listenOrder gives the order of the listeners.
-func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
+// config builds the Config; listenOrder and filterOrder give the order of
+// the listeners and of the filters.
+func (b *builder) config(tree map[string]any, listenOrder, filterOrder []string) *Config {
 	cfg := Default()
 
 	listeners := section(tree, "listen")
@@ -87,8 +89,70 @@ func (b *builder) config(tree map[string]any, listenOrder []string) *Config {
 	b.str(&cfg.Log.Level, "log", logs, "level")
 	b.str(&cfg.Log.Format, "log", logs, "format")
 
+	filters := section(tree, "filter")
+	for _, name := range filterOrder {
+		body, ok := filters[name].(map[string]any)
+		if !ok {
+			continue
+		}
+		cfg.Filters = append(cfg.Filters, b.filter(name, body))
+	}
+
 	b.duration(&cfg.ShutdownTimeout, "", tree, "shutdown_timeout")
 	return cfg
+}
+
+// filter builds the filter block called name.
+func (b *builder) filter(name string, body map[string]any) Filter {
+	path := joinNamed("", "filter", name)
+	f := Filter{Name: name, FailurePolicy: FailSafe, Timeout: DefaultFilterTimeout, MemoryLimit: DefaultFilterMemory, Config: []byte("{}")}
+	b.str(&f.Module, path, body, "module")
+	b.str(&f.FailurePolicy, path, body, "failure_policy")
+	b.duration(&f.Timeout, path, body, "timeout")
+	b.integer(&f.Instances, path, body, "instances")
+	if v, ok := body["memory_limit"]; ok {
+		n, err := parseBytes(v)
+		if err != nil {
+			b.problemf(join(path, "memory_limit"), "%v", err)
+		} else {
+			f.MemoryLimit = n
+		}
+	}
+	if c, ok := body["config"]; ok {
+		js, err := json.Marshal(c)
+		if err != nil {
+			b.problemf(join(path, "config"), "cannot be given to the filter as JSON: %v", err)
+		} else {
+			f.Config = js
+		}
+	}
+	return f
+}
+
+// parseBytes reads a size: a whole number of bytes, or one with a unit
+// (KiB, MiB, GiB; KB, MB, GB as powers of 1000).
+func parseBytes(v any) (int64, error) {
+	if n, ok := wholeNumber(v); ok {
+		return int64(n), nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("must be a size such as \"32MiB\", got %v", v)
+	}
+	s = strings.TrimSpace(s)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n < 0 {
+				break
+			}
+			return n * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("must be a size such as \"32MiB\", got %q", s)
 }
 
 // listener builds the listen block called name.

@@ -26,6 +26,9 @@ type Config struct {
 	Pinning Pinning
 	// Admin holds the HTTP admin listener settings.
 	Admin Admin
+	// Filters are the filter blocks, in file order: the WebAssembly
+	// filters every statement goes through, in that order.
+	Filters []Filter
 	// Log holds the logging settings.
 	Log Log
 	// ShutdownTimeout is how long a graceful shutdown waits for sessions to
@@ -372,6 +375,45 @@ var DefaultTrack = []string{
 	"extra_float_digits", "client_min_messages", "work_mem",
 }
 
+// Filter is one filter block: a WebAssembly module that routes, rejects,
+// rewrites or decides pinning (see filters/ABI.md).
+type Filter struct {
+	// Name is the block name, as in filter "readwrite".
+	Name string
+	// Module is the path of the .wasm file (module).
+	Module string
+	// FailurePolicy is FailSafe or FailClosed (failure_policy; default
+	// FailSafe).
+	FailurePolicy string
+	// Timeout bounds each call into the filter (timeout; default
+	// DefaultFilterTimeout).
+	Timeout time.Duration
+	// MemoryLimit is the most linear memory an instance may have, in bytes
+	// (memory_limit, such as "32MiB"; default DefaultFilterMemory).
+	MemoryLimit int64
+	// Instances is the size of the filter's instance pool (instances);
+	// zero means one per GOMAXPROCS.
+	Instances int
+	// Config is the config block as JSON, handed to the filter ("{}" when
+	// there is none).
+	Config []byte
+}
+
+// The failure policies of a filter.
+const (
+	// FailSafe: a failing filter's statement goes to the writer, with the
+	// core's pin decision and no rewrite.
+	FailSafe = "fail_safe"
+	// FailClosed: a failing filter's statement is rejected (58000).
+	FailClosed = "fail_closed"
+)
+
+// Filter defaults.
+const (
+	DefaultFilterTimeout = 2 * time.Millisecond
+	DefaultFilterMemory  = 32 << 20
+)
+
 // Admin is the admin block.
 type Admin struct {
 	// Address is the host:port of the HTTP admin listener (address); empty
@@ -488,7 +530,7 @@ func parse(name string, src []byte, environ []string) (*Config, error) {
 	}
 
 	b := builder{origin: overrides.origin}
-	cfg := b.config(k.Raw(), doc.listenOrder)
+	cfg := b.config(k.Raw(), doc.listenOrder, doc.filterOrder)
 
 	problems := append(doc.problems, overrides.problems...)
 	problems = append(problems, b.problems...)

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"encoding/json"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -98,5 +101,71 @@ func TestParseDiscoveryErrors(t *testing.T) {
 				t.Fatalf("Parse error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseFilters(t *testing.T) {
+	dir := t.TempDir()
+	mod := dir + "/f.wasm"
+	if err := os.WriteFile(mod, []byte("\x00asm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := minimal(`filter "readwrite" {
+  module         = "`+mod+`"
+  failure_policy = "fail_closed"
+  timeout        = "3ms"
+  memory_limit   = "64MiB"
+  instances      = 4
+  config {
+    replica_for = "select"
+    tenants {
+      acme = "cluster_a"
+    }
+    users = ["a", "b"]
+  }
+}`, `filter "guard" {
+  module = "`+mod+`"
+}`)
+	cfg, err := Parse([]byte(src), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if len(cfg.Filters) != 2 || cfg.Filters[0].Name != "readwrite" || cfg.Filters[1].Name != "guard" {
+		t.Fatalf("filters %+v, want readwrite then guard (file order)", cfg.Filters)
+	}
+	f := cfg.Filters[0]
+	if f.FailurePolicy != FailClosed || f.Timeout != 3*time.Millisecond || f.MemoryLimit != 64<<20 || f.Instances != 4 {
+		t.Errorf("filter %+v", f)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(f.Config, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"replica_for": "select", "tenants": map[string]any{"acme": "cluster_a"}, "users": []any{"a", "b"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("config JSON %s, want %v", f.Config, want)
+	}
+	g := cfg.Filters[1]
+	if g.FailurePolicy != FailSafe || g.Timeout != DefaultFilterTimeout || g.MemoryLimit != DefaultFilterMemory || string(g.Config) != "{}" {
+		t.Errorf("defaults not applied: %+v", g)
+	}
+
+	for _, tc := range []struct{ body, want string }{
+		{`module = "/nonexistent.wasm"`, `filter "x".module: cannot read`},
+		{`module = "` + mod + `"
+  failure_policy = "ignore"`, `filter "x".failure_policy: must be one of "fail_safe", "fail_closed"`},
+		{`module = "` + mod + `"
+  memory_limit = "1MiB"`, `filter "x".memory_limit: must be between 16MiB`},
+		{`module = "` + mod + `"
+  memory_limit = "lots"`, `filter "x".memory_limit: must be a size`},
+		{`module = "` + mod + `"
+  timeout = "0s"`, `filter "x".timeout: must be greater than 0`},
+		{`module = "` + mod + `"
+  modul = "x"`, `did you mean "module"?`},
+	} {
+		_, err := Parse([]byte(minimal("filter \"x\" {\n  "+tc.body+"\n}")), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.body, err, tc.want)
+		}
 	}
 }

@@ -155,6 +155,7 @@ func decodeHCL(name string, src []byte) (m map[string]any, err error) {
 type document struct {
 	tree        map[string]any
 	listenOrder []string
+	filterOrder []string
 	problems    []error
 }
 
@@ -225,9 +226,48 @@ func (d *document) body(k *key, path string, m map[string]any) map[string]any {
 			out[name] = merged
 		case namedBlock:
 			out[name] = d.named(child, path, name, v)
+		case freeform:
+			bodies, ok := blockBodies(v)
+			if !ok || len(bodies) != 1 {
+				d.problemf("%s: must be one block { ... }", display)
+				continue
+			}
+			out[name] = plain(bodies[0])
 		}
 	}
 	return out
+}
+
+// plain turns a decoded free-form block into nested maps, lists and
+// values: HCL's lists of blocks become maps (the last wins), as JSON
+// objects.
+func plain(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = plain(e)
+		}
+		return out
+	case []map[string]any:
+		out := map[string]any{}
+		for _, m := range v {
+			for k, e := range m {
+				out[k] = plain(e)
+			}
+		}
+		return out
+	case []any:
+		if bodies, ok := blockBodies(v); ok {
+			return plain(bodies)
+		}
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = plain(e)
+		}
+		return out
+	}
+	return v
 }
 
 // named reshapes the named blocks called name inside the block at path.
@@ -253,6 +293,9 @@ func (d *document) named(k *key, path, name string, v any) map[string]any {
 			out[label] = d.body(k, display, bodies[0])
 			if path == "" && name == "listen" {
 				d.listenOrder = append(d.listenOrder, label)
+			}
+			if path == "" && name == "filter" {
+				d.filterOrder = append(d.filterOrder, label)
 			}
 		}
 	}

@@ -19,6 +19,9 @@ const (
 	// list is a list of strings: track = ["a", "b"] (or "a,b" from the
 	// environment).
 	list
+	// freeform is a block whose contents are not Sluice's to check: a
+	// filter's config { ... }, handed to the filter as JSON.
+	freeform
 )
 
 // key describes one key of the file and, for blocks, the keys inside.
@@ -123,6 +126,14 @@ var schema = &key{kind: block, children: map[string]*key{
 	"log": {kind: block, children: map[string]*key{
 		"level":  {kind: setting},
 		"format": {kind: setting},
+	}},
+	"filter": {kind: namedBlock, children: map[string]*key{
+		"module":         {kind: setting},
+		"failure_policy": {kind: setting},
+		"timeout":        {kind: setting},
+		"memory_limit":   {kind: setting},
+		"instances":      {kind: setting},
+		"config":         {kind: freeform},
 	}},
 	"shutdown_timeout": {kind: setting},
 }}

@@ -41,6 +41,7 @@ func (c *Config) validate() []error {
 	c.Auth.validate(v)
 	v.pinning(&c.Pinning)
 	c.validateRegister(v)
+	c.validateFilters(v)
 	if c.Admin.Address != "" {
 		v.listenAddress("admin.address", c.Admin.Address)
 		for _, l := range c.Listeners {
@@ -209,6 +210,22 @@ func (v *validation) consulAddress(path, s string) {
 		return
 	}
 	v.address(path, strings.TrimSuffix(s, "/"))
+}
+
+// validateFilters checks the filter blocks.
+func (c *Config) validateFilters(v *validation) {
+	for _, f := range c.Filters {
+		path := joinNamed("", "filter", f.Name)
+		v.readableFile(join(path, "module"), f.Module)
+		v.oneOf(join(path, "failure_policy"), f.FailurePolicy, FailSafe, FailClosed)
+		v.aboveZero(join(path, "timeout"), f.Timeout)
+		if f.MemoryLimit < 16<<20 || f.MemoryLimit > 4<<30 {
+			v.problemf(join(path, "memory_limit"), "must be between 16MiB (a Go filter's minimum is about 2MiB, its runtime needs more) and 4GiB, got %d bytes", f.MemoryLimit)
+		}
+		if f.Instances < 0 {
+			v.problemf(join(path, "instances"), "must not be negative, got %d", f.Instances)
+		}
+	}
 }
 
 // register checks the admin block's register block.
