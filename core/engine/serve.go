@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -49,6 +50,11 @@ var (
 // proxy kills it. Serve closes the client connection.
 func (s *Session) Serve(ctx context.Context) {
 	defer s.conn.Close()
+	defer func() {
+		if s.endPolicy != nil {
+			s.endPolicy.Close()
+		}
+	}()
 	err := s.login(ctx)
 	if err == nil {
 		err = s.relay(ctx)
@@ -157,6 +163,26 @@ func (s *Session) login(ctx context.Context) error {
 	// The startup deadline the proxy set covers authentication only.
 	s.conn.SetDeadline(time.Time{})
 	s.dlUnknown = true
+
+	if s.env.StartSession != nil {
+		a := SessionAttrs{User: userName, Database: database, ClientAddr: s.conn.RemoteAddr().String()}
+		_, a.TLS = s.conn.(*tls.Conn)
+		for _, p := range params {
+			if p.Name == "application_name" {
+				a.ApplicationName = p.Value
+			}
+		}
+		pol, err := s.env.StartSession(a)
+		if err != nil {
+			return fatal(err)
+		}
+		if pol != nil {
+			s.m.SetPolicy(pol)
+			if c, ok := pol.(io.Closer); ok {
+				s.endPolicy = c
+			}
+		}
+	}
 
 	p, err := s.env.Pool(ctx, u, database, session.Route{})
 	if err != nil {

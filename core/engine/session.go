@@ -11,6 +11,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,22 @@ type Env struct {
 	// the one the session was created with (session mode: the server's
 	// process ID).
 	Rekey func(s *Session, old, new session.Key)
+	// StartSession, if set, is asked once the client has authenticated,
+	// before its login is answered (the filters' session-start hook): an
+	// error refuses the session (the client receives it); a Policy, if not
+	// nil, decides this session's statements in place of Session.Policy,
+	// and is closed at the session's end when it implements io.Closer (the
+	// session-end hook).
+	StartSession func(a SessionAttrs) (session.Policy, error)
+}
+
+// SessionAttrs describe an authenticated client for StartSession.
+type SessionAttrs struct {
+	User, Database, ApplicationName string
+	// ClientAddr is the client's address, host:port.
+	ClientAddr string
+	// TLS reports a client connection encrypted with TLS.
+	TLS bool
 }
 
 // Session is one client connection. Create it with New and run it with
@@ -75,6 +92,8 @@ type Session struct {
 	cr      *wire.Reader
 	cw      *wire.Writer
 	m       *session.Machine
+	// endPolicy is the session's own policy (StartSession), closed at its end.
+	endPolicy io.Closer
 
 	user     *User
 	database string

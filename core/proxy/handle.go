@@ -115,6 +115,7 @@ func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Rol
 		},
 		CountPin:                 p.countPin,
 		Rekey:                    p.rekey,
+		StartSession:             p.startSession(listener),
 		IdleInTransactionTimeout: st.cfg.Pool.IdleInTransactionTimeout,
 		QueryTimeout:             st.cfg.Pool.QueryTimeout,
 	}

@@ -4,6 +4,9 @@ import (
 	"net"
 
 	"go.uber.org/zap"
+
+	"github.com/sluicedb/sluice/core/engine"
+	"github.com/sluicedb/sluice/core/session"
 )
 
 // Hook runs beside a proxy: Start when it begins serving (its listeners
@@ -19,6 +22,26 @@ type Hook interface {
 // WithHook adds a hook.
 func WithHook(h Hook) Option {
 	return func(p *Proxy) { p.hooks = append(p.hooks, h) }
+}
+
+// SessionStarter is asked once per authenticated client of a listener
+// (the WebAssembly filters' session-start hook is one): an error refuses
+// the session, a Policy decides its statements (and is closed at its end
+// when it implements io.Closer). Core never imports what implements it.
+type SessionStarter func(listener string, a engine.SessionAttrs) (session.Policy, error)
+
+// WithSessionStarter makes f the proxy's SessionStarter.
+func WithSessionStarter(f SessionStarter) Option {
+	return func(p *Proxy) { p.starter = f }
+}
+
+// startSession is the engine's StartSession for a listener's sessions, or
+// nil without a SessionStarter.
+func (p *Proxy) startSession(listener string) func(engine.SessionAttrs) (session.Policy, error) {
+	if p.starter == nil {
+		return nil
+	}
+	return func(a engine.SessionAttrs) (session.Policy, error) { return p.starter(listener, a) }
 }
 
 // ListenerInfo describes one listen block as it is served.

@@ -81,6 +81,7 @@ type Proxy struct {
 	stop      chan struct{}
 	closeOnce sync.Once
 	hooks     []Hook
+	starter   SessionStarter
 	hooksOnce sync.Once
 }
 

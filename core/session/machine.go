@@ -162,6 +162,15 @@ func (m *Machine) InTransaction() bool {
 	return m.srv != nil && !m.gone && (m.tx != wire.TxIdle || m.batch || m.copyIn)
 }
 
+// SetPolicy makes p decide this session's statements in place of
+// Config.Policy (a per-session policy, such as the filters' chain for this
+// client). Call it before Login.
+func (m *Machine) SetPolicy(p Policy) {
+	if p != nil {
+		m.policy = p
+	}
+}
+
 // Pinned returns the sorted reasons the session keeps its connection.
 func (m *Machine) Pinned() []string { return m.pins.texts(m.policyReason) }
 
