@@ -426,6 +426,12 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 			if d.Reject != nil {
 				return m.rejectHeld(typ, all, out, d.Reject)
 			}
+			if d.Rewrite != "" {
+				m.sql = d.Rewrite
+				m.class = sqlclass.Classify(m.class[:0], d.Rewrite)
+				out = wire.AppendQuery(out, d.Rewrite)
+				step.Skip = all
+			}
 			for i := range m.class {
 				m.applyEffects(m.class[i].Effects, d)
 			}
@@ -454,6 +460,12 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 			m.pendDef = nil
 			return m.rejectHeld(typ, all, out, d.Reject)
 		}
+		rewritten := false
+		if ok && d.Rewrite != "" {
+			body, rewritten = rewriteParse(body, d.Rewrite), true
+			_, rest, _ := bytes.Cut(body, []byte{0})
+			m.pendDef = newStmtDef(rest)
+		}
 		if ok {
 			m.applyEffects(m.pendDef.class.Effects, d)
 			m.pinFor(d)
@@ -463,8 +475,12 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		if err != nil {
 			return m.rejectHeld(typ, all, out, err)
 		}
-		if repl != nil {
+		switch {
+		case repl != nil:
 			out = append(out, repl...)
+			step.Skip = all
+		case rewritten:
+			out = wire.AppendMessage(out, wire.MsgParse, body)
 			step.Skip = all
 		}
 	case wire.MsgBind:
@@ -985,6 +1001,19 @@ func (m *Machine) ServerGone(err error) Step {
 // to that connection.
 func (m *Machine) survivesServer() bool {
 	return m.cfg.Mode == ModeTransaction && m.pins == 0 && m.login == nil && !m.syncing
+}
+
+// rewriteParse returns a Parse body with its query replaced by sql: the
+// statement name and the parameter types stay.
+func rewriteParse(body []byte, sql string) []byte {
+	name, rest, _ := bytes.Cut(body, []byte{0})
+	_, tail, _ := bytes.Cut(rest, []byte{0})
+	out := make([]byte, 0, len(name)+len(sql)+len(tail)+2)
+	out = append(out, name...)
+	out = append(out, 0)
+	out = append(out, sql...)
+	out = append(out, 0)
+	return append(out, tail...)
 }
 
 // endsClass reports statements whose last ends a transaction.

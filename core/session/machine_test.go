@@ -833,3 +833,59 @@ func TestTranscriptServerLostUnderPinnedClient(t *testing.T) {
 		t.Fatalf("to client %q: want 08006 naming the pin", st.ToClient)
 	}
 }
+
+// rewritePolicy rewrites statements that select from "old" to select from
+// "new", as a filter's rewrite decision does.
+type rewritePolicy struct{}
+
+func (rewritePolicy) Decide(st *Statement) Decision {
+	if strings.Contains(st.SQL, "FROM old") {
+		return Decision{Rewrite: strings.ReplaceAll(st.SQL, "FROM old", "FROM new")}
+	}
+	return Decision{}
+}
+
+// A policy's rewrite replaces the text the server receives, for a simple
+// Query and for a Parse (whose name and parameter types stay); the
+// classifier's verdict on the new text decides session effects.
+func TestTranscriptRewrite(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.m.SetPolicy(rewritePolicy{})
+	h.client(query("SELECT * FROM old"))
+	got := string(h.toServer)
+	h.toServer = nil
+	if !strings.Contains(got, "SELECT * FROM new") || strings.Contains(got, "FROM old") {
+		t.Fatalf("to server %q, want the rewritten query", got)
+	}
+	h.server(cc("SELECT 0"), rfq('I'))
+	h.toCli()
+
+	h.client(parse("s1", "SELECT $1::int FROM old"))
+	h.client(bind("", "s1", "7"))
+	h.client(execute())
+	h.client(syncMsg())
+	got = string(h.toServer)
+	if !strings.Contains(got, "SELECT $1::int FROM new") || strings.Contains(got, "FROM old") {
+		t.Fatalf("to server %q, want the rewritten Parse", got)
+	}
+	check(t, "rewritten Parse, then Bind", types(h.toServer), "P(sluice_1) B(,sluice_1) E S")
+	h.toServer = nil
+
+	// A rewrite into a SET of a tracked parameter is tracked as such.
+	h.server(msg('1'), msg('2'), cc("SELECT 1"), rfq('I'))
+	h.toCli()
+	h.m.SetPolicy(setPolicy{})
+	h.client(query("SELECT 1"))
+	if !strings.Contains(string(h.toServer), "SET search_path = x") {
+		t.Fatalf("to server %q", h.toServer)
+	}
+	if !h.m.params.dirty["search_path"] || h.m.pins != 0 {
+		t.Fatalf("the rewritten SET is not tracked (dirty %v, pins %v)", h.m.params.dirty, h.m.pins)
+	}
+}
+
+type setPolicy struct{}
+
+func (setPolicy) Decide(st *Statement) Decision {
+	return Decision{Rewrite: "SET search_path = x"}
+}

@@ -80,6 +80,11 @@ type Decision struct {
 	Reject    *wire.Error // answer the client with this error instead
 	Pin       PinDecision
 	PinReason string // with PinForce
+	// Rewrite, when not empty, replaces the statement's text: a simple
+	// Query's whole text, or a Parse's query (its parameter types stay).
+	// The classifier's verdict on the new text decides session-state
+	// effects. It applies where the message is sent to the server.
+	Rewrite string
 }
 
 // Policy decides, per statement, where it goes, whether it is refused and
