@@ -48,7 +48,11 @@
 //     (PinKeep, PinForce with a reason, PinNever) and reject the statement:
 //     the machine then answers the client with an ErrorResponse at any point
 //     of a batch, exactly as PostgreSQL answers a failed statement (see
-//     reject.go).
+//     reject.go), or rewrite its text (Decision.Rewrite: a simple Query's
+//     text or a Parse's query; the new text's classification decides
+//     session effects).
+//   - Machine.SetPolicy gives one session its own Policy (the filters'
+//     per-session chain, from the engine's StartSession).
 //   - The engine resolves a Route to a pool (the topology seam): the machine
 //     never knows endpoints.
 package session
