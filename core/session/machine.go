@@ -127,6 +127,7 @@ type Machine struct {
 	sql        string                // the text class was made from
 	one        [1]sqlclass.Statement // Statement.Class of a Parse or Bind
 	stmt       Statement             // what the policy is shown, reused
+	asked      askedDecision         // the decision that asked for the last borrow
 	classValid bool                  // class belongs to the message offered again after a borrow
 	pendDef    *stmtDef              // likewise for a Parse
 	out, cout  []byte
@@ -333,6 +334,7 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 			return Step{Need: NeedServer, Route: m.route(Route{})}
 		}
 		if d.Reject != nil {
+			m.asked.valid = false
 			return m.rejectLocally(typ, all, d.Reject)
 		}
 		return Step{Need: NeedServer, Route: m.route(d.Route)}
@@ -399,7 +401,28 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 	default:
 		return Decision{}, false
 	}
-	return m.policy.Decide(st), true
+	if !borrow && m.asked.valid {
+		// The message that asked for the borrow, offered again with the
+		// connection: one decision per statement, one policy call.
+		m.asked.valid = false
+		if m.asked.typ == typ && m.asked.sql == st.SQL {
+			return m.asked.d, true
+		}
+	}
+	d := m.policy.Decide(st)
+	if borrow {
+		m.asked = askedDecision{valid: true, typ: typ, sql: st.SQL, d: d}
+	}
+	return d, true
+}
+
+// askedDecision is the policy's decision for a message that asked for a
+// borrow, kept for when it is offered again with the connection.
+type askedDecision struct {
+	valid bool
+	typ   byte
+	sql   string
+	d     Decision
 }
 
 // forward takes a client message while a server connection is held.

@@ -889,3 +889,28 @@ type setPolicy struct{}
 func (setPolicy) Decide(st *Statement) Decision {
 	return Decision{Rewrite: "SET search_path = x"}
 }
+
+// countingPolicy counts its calls.
+type countingPolicy struct{ n *int }
+
+func (c countingPolicy) Decide(*Statement) Decision { *c.n++; return Decision{} }
+
+// The policy is asked once per statement, not again when the statement
+// that asked for a borrow is offered with the connection.
+func TestPolicyAskedOncePerStatement(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	var n int
+	h.m.SetPolicy(countingPolicy{&n})
+	h.client(query("SELECT 1"))
+	h.server(cc("SELECT 1"), rfq('I'))
+	if n != 1 {
+		t.Fatalf("autocommit statement: %d policy calls, want 1", n)
+	}
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	h.client(query("SELECT 2"))
+	h.server(cc("SELECT 1"), rfq('T'))
+	if n != 3 {
+		t.Fatalf("after a transaction's BEGIN and one statement: %d calls, want 3", n)
+	}
+}
