@@ -94,12 +94,12 @@ func (f *Filter) newInstance(ctx context.Context) (*instance, error) {
 	in.start = mod.ExportedFunction(exportStart)
 	in.statement = mod.ExportedFunction(exportStatement)
 	in.end = mod.ExportedFunction(exportEnd)
-	if err := in.ensureScratch(initialScratch); err != nil {
+	if err := in.ensureScratch(maxInput); err != nil {
 		in.close()
 		return nil, err
 	}
 	if in.configure != nil {
-		if err := in.call(in.configure); err != nil {
+		if err := in.callWithin(in.configure, initTimeout); err != nil {
 			in.close()
 			return nil, fmt.Errorf("%s: %w", exportConfigure, err)
 		}
@@ -120,8 +120,10 @@ func (f *Filter) newInstance(ctx context.Context) (*instance, error) {
 var ErrConfigRejected = errors.New("filter rejected its configuration")
 
 const (
-	initialScratch = 64 << 10
-	initTimeout    = 5 * time.Second
+	// maxInput is the largest hook input; the scratch buffer gets this size
+	// when the instance is made, so that no hook call pays for growing it.
+	maxInput    = maxSQL + inputHeader + 1024
+	initTimeout = 5 * time.Second
 )
 
 // ensureScratch makes the guest's scratch buffer hold at least n bytes.
@@ -129,11 +131,11 @@ func (in *instance) ensureScratch(n int) error {
 	if uint32(n) <= in.scratchCap && in.scratchCap != 0 {
 		return nil
 	}
-	if n > maxSQL+inputHeader+1024 {
+	if n > maxInput {
 		return errBadOutput
 	}
 	in.stack[0] = uint64(n)
-	if err := in.call(in.scratchFn); err != nil {
+	if err := in.callWithin(in.scratchFn, initTimeout); err != nil {
 		return fmt.Errorf("%s: %w", exportScratch, err)
 	}
 	ptr := uint32(in.stack[0])
@@ -147,7 +149,10 @@ func (in *instance) ensureScratch(n int) error {
 
 // call calls fn with in.stack under the filter's deadline. Any error, or a
 // deadline that fired, leaves the instance dead.
-func (in *instance) call(fn api.Function) (err error) {
+func (in *instance) call(fn api.Function) error { return in.callWithin(fn, in.f.cfg.Timeout) }
+
+// callWithin is call with deadline d.
+func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 	if in.dead {
 		return ErrClosed
 	}
@@ -158,13 +163,17 @@ func (in *instance) call(fn api.Function) (err error) {
 			err = fmt.Errorf("filter call panicked: %v", r)
 		}
 	}()
-	in.timer.Reset(in.f.cfg.Timeout)
+	in.timer.Reset(d)
 	err = fn.CallWithStack(in.ctx, in.stack[:])
 	fired := !in.timer.Stop()
 	if fired || in.ctx.Err() != nil {
+		// Even a call that returned is late once its deadline fired: its
+		// answer is dropped, and the module is closed anyway.
 		in.dead = true
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrTimeout, err)
+		} else {
+			err = ErrTimeout
 		}
 	}
 	if err != nil {
