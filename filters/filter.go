@@ -73,7 +73,8 @@ func Load(ctx context.Context, cfg Config, log *zap.Logger) (*Filter, error) {
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(true).
-		WithMemoryLimitPages(uint32(cfg.MemoryLimit >> 16))
+		WithMemoryLimitPages(uint32(cfg.MemoryLimit >> 16)).
+		WithMemoryCapacityFromMax(true)
 	if cfg.CacheDir != "" {
 		if f.cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
 			return nil, fmt.Errorf("filter %q: compilation cache: %w", cfg.Name, err)
@@ -110,7 +111,7 @@ func (f *Filter) load(ctx context.Context, wasm []byte) error {
 	// No arguments, environment, file system or clock resolution beyond
 	// what WASI's clock_time_get gives: the host module above decides.
 	f.moduleConfig = wazero.NewModuleConfig().WithName("").WithStartFunctions("_initialize")
-	f.pool = make(chan *instance, f.cfg.Instances)
+	f.pool = make(chan *instance, f.cfg.Instances+1)
 	for range f.cfg.Instances {
 		in, err := f.newInstance(ctx)
 		if err != nil {
@@ -254,21 +255,32 @@ func (f *Filter) acquire() (*instance, error) {
 }
 
 // release puts in back in the pool, or destroys and replaces it when it
-// failed or is worn out.
+// failed. A worn-out instance keeps serving until its replacement is ready,
+// so that recycling never leaves the pool empty.
 func (f *Filter) release(in *instance) {
 	in.sess = nil
-	if !in.dead && !in.worn() {
-		f.pool <- in // never blocks: at most cap(pool) instances exist
-		return
+	switch {
+	case in.dead:
+		in.close()
+		f.stats.replaced.Add(1)
+		if !in.retiring { // else its replacement is already under way
+			f.replace(nil)
+		}
+	case in.superseded.Load():
+		in.close()
+	case !in.retiring && in.worn():
+		in.retiring = true
+		f.stats.replaced.Add(1)
+		f.replace(in)
+		f.pool <- in
+	default:
+		f.pool <- in // never blocks: the pool holds every instance and one spare
 	}
-	in.close()
-	f.stats.replaced.Add(1)
-	f.replace()
 }
 
-// replace builds a new instance in the background; the pool is one short
-// until it is ready.
-func (f *Filter) replace() {
+// replace builds a new instance in the background. With old, the new one
+// supersedes it: old is closed when it next comes back.
+func (f *Filter) replace(old *instance) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -281,6 +293,9 @@ func (f *Filter) replace() {
 		for {
 			in, err := f.newInstance(f.bg)
 			if err == nil {
+				if old != nil {
+					old.superseded.Store(true)
+				}
 				f.pool <- in
 				return
 			}
@@ -373,7 +388,7 @@ func (f *Filter) statement(s *sessionState, st *session.Statement, v *verdict) e
 		return err
 	}
 	defer f.release(in)
-	if err = in.statement1(st, v); err != nil {
+	if err = in.statement1(st, v, f.cfg.Timeout); err != nil {
 		f.failed(exportStatement, err)
 		return err
 	}
@@ -381,7 +396,7 @@ func (f *Filter) statement(s *sessionState, st *session.Statement, v *verdict) e
 	return nil
 }
 
-func (in *instance) statement1(st *session.Statement, v *verdict) error {
+func (in *instance) statement1(st *session.Statement, v *verdict, timeout time.Duration) error {
 	n := inputSize(st)
 	if err := in.ensureScratch(n); err != nil {
 		return err
@@ -393,7 +408,7 @@ func (in *instance) statement1(st *session.Statement, v *verdict) error {
 	}
 	encodeStatement(buf, st)
 	in.stack[0] = uint64(n)
-	if err := in.call(in.statement); err != nil {
+	if err := in.callWithin(in.statement, timeout); err != nil {
 		return err
 	}
 	b, ok := in.result(in.stack[0])

@@ -283,7 +283,7 @@ func BenchmarkStatement(b *testing.B) {
 		d := p.Decide(st)
 		times = append(times, time.Since(start))
 		if d.Route.Role != session.RoleReplica {
-			b.Fatalf("decision %+v", d)
+			b.Fatalf("decision %+v, stats %+v, logs %v", d, h.Filter.Stats(), h.Logs())
 		}
 	}
 	b.StopTimer()

@@ -193,6 +193,10 @@ func hostCounterAdd(ctx context.Context, m api.Module, s []uint64) {
 		status(s, statusLimit)
 		return
 	}
+	if in.probing {
+		status(s, statusOK)
+		return
+	}
 	if !in.f.counters.add(name, int64(s[2])) {
 		status(s, statusLimit)
 		return

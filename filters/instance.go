@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
+	"github.com/sluicedb/sluice/core/session"
+	"github.com/sluicedb/sluice/core/sqlclass"
 	"github.com/tetratelabs/wazero/api"
 	"go.uber.org/zap"
 )
@@ -40,6 +43,9 @@ type instance struct {
 	scratchCap uint32
 	calls      int
 	dead       bool          // trapped, timed out or closed: never call again
+	probing    bool          // the warm-up call: counters are not touched
+	retiring   bool          // worn out: a replacement is being built
+	superseded atomic.Bool   // the replacement is in the pool: close this one
 	sess       *sessionState // the session of the current call, if any
 	line       []byte        // fd_write output not yet logged
 	cluster    string        // last cluster name decoded, reused to spare an allocation
@@ -112,8 +118,23 @@ func (f *Filter) newInstance(ctx context.Context) (*instance, error) {
 			return nil, err
 		}
 	}
+	// Warm up: a Go guest's first statement is slower (its runtime settles
+	// in), and a fresh instance must not spend a client's deadline on that.
+	if in.statement != nil {
+		var v verdict
+		in.probing = true
+		err := in.statement1(&probe, &v, initTimeout)
+		in.probing = false
+		if err != nil {
+			in.close()
+			return nil, fmt.Errorf("probe statement: %w", err)
+		}
+	}
 	return in, nil
 }
+
+// probe is the statement a new instance decides before it serves.
+var probe = session.Statement{SQL: "SELECT 1", Class: []sqlclass.Statement{{Command: "SELECT", ReadOnly: true}}, Borrow: true}
 
 // ErrConfigRejected is wrapped by Load's error when the filter's
 // sluice_on_configure refuses its configuration.
