@@ -1,0 +1,296 @@
+package filters_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicedb/sluice/core/session"
+	"github.com/sluicedb/sluice/core/sqlclass"
+	"github.com/sluicedb/sluice/filters"
+	"github.com/sluicedb/sluice/sdk/filtertest"
+	"go.uber.org/zap"
+)
+
+// Each test guest is compiled once per test binary (and cached on disk).
+const (
+	kitchen  = "testdata/kitchen"
+	garbage  = "testdata/garbage"
+	wrongABI = "testdata/wrongabi"
+)
+
+// margin is how late past its deadline a failing call may return on a busy
+// two-core machine.
+const margin = 30 * time.Millisecond
+
+func attrs() filters.SessionAttrs {
+	return filters.SessionAttrs{User: "alice", Database: "shop", ApplicationName: "web",
+		ClientAddr: "10.0.0.7:5123", Listener: "main", TLS: true}
+}
+
+func TestDecisions(t *testing.T) {
+	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 2})
+	s := h.Session(attrs())
+	defer s.Close()
+	for _, tc := range []struct {
+		sql  string
+		want filters.Decision
+	}{
+		{"SELECT 1", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleReplica}}}},
+		{"UPDATE t SET a = 1", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleWriter}}}},
+		{"cluster", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleWriter, Cluster: "analytics"}}}},
+		{"pin", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleWriter}, Pin: session.PinForce, PinReason: "kitchen pin"}}},
+		{"nopin", filters.Decision{Decision: session.Decision{Pin: session.PinNever}}},
+		{"rewrite", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleWriter}}, Rewrite: "SELECT 2", Filter: "kitchen"}},
+		{"whoami", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleWriter, Cluster: "alice@shop/web/10.0.0.7:5123/main/tls"}}}},
+		{"started", filters.Decision{Decision: session.Decision{Route: session.Route{Role: session.RoleWriter, Cluster: "yes"}}}},
+	} {
+		if got := s.Query(tc.sql); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%q: got %+v, want %+v", tc.sql, got, tc.want)
+		}
+	}
+	d := s.Query("reject")
+	if d.Reject == nil || d.Reject.Code != "42501" || d.Reject.Message != "kitchen says no" || d.Filter != "kitchen" {
+		t.Errorf("reject: got %+v", d)
+	}
+	// Through the plain session.Policy a rewrite cannot be applied: refused, not dropped.
+	p := filters.Chain{h.Filter}.ForSession(attrs())
+	defer p.Close()
+	st := &session.Statement{SQL: "rewrite", Borrow: true}
+	if got := p.Decide(st); got.Reject == nil || got.Reject.Code != "0A000" {
+		t.Errorf("rewrite through session.Policy: got %+v, want 0A000", got)
+	}
+}
+
+func TestStatementInput(t *testing.T) {
+	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 1})
+	p := filters.Chain{h.Filter}.ForSession(attrs())
+	defer p.Close()
+	// The guest echoes what it was told: "describe" is the text it matches,
+	// the classification is what the host encodes.
+	class := sqlclass.Classify(nil, "SET search_path = x; LISTEN ch")
+	st := &session.Statement{SQL: "describe", Class: class, Extended: true, Borrow: true}
+	if got, want := p.DecideStatement(st).Route.Cluster, "SET pin:LISTEN set ext"; got != want {
+		t.Errorf("describe: got %q, want %q", got, want)
+	}
+	class = sqlclass.Classify(nil, "SELECT 1")
+	st = &session.Statement{SQL: "describe", Class: class}
+	if got, want := p.DecideStatement(st).Route.Cluster, "SELECT ro"; got != want {
+		t.Errorf("describe: got %q, want %q", got, want)
+	}
+}
+
+// The key/value store lives on the host: a value set through one instance
+// is read through another, and each session has its own.
+func TestSessionStore(t *testing.T) {
+	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 3})
+	a, b := h.Session(attrs()), h.Session(attrs())
+	a.Query("remember east")
+	b.Query("remember west")
+	for i := range 6 { // round-robin over the pool's instances
+		if got := a.Query("recall").Route.Cluster; got != "east" {
+			t.Fatalf("call %d: session a recalled %q", i, got)
+		}
+		if got := b.Query("recall").Route.Cluster; got != "west" {
+			t.Fatalf("call %d: session b recalled %q", i, got)
+		}
+	}
+	a.Close()
+	b.Close()
+	if got := h.Counter("sessions"); got != 2 {
+		t.Errorf("sessions counter = %d, want 2", got)
+	}
+	if got := h.Counter("ended"); got != 2 {
+		t.Errorf("ended counter = %d, want 2", got)
+	}
+	if got := h.Counter("statements"); got != 0 {
+		t.Errorf("statements counter = %d, want 0", got)
+	}
+}
+
+func TestLog(t *testing.T) {
+	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 1})
+	s := h.Session(attrs())
+	defer s.Close()
+	s.Query("log")
+	for _, e := range h.Logs() {
+		if e.Message == "hello from kitchen" && e.ContextMap()["filter"] == "kitchen" {
+			return
+		}
+	}
+	t.Errorf("no log entry from the filter with its name: %v", h.Logs())
+}
+
+func TestConfigureRejects(t *testing.T) {
+	p := filtertest.Build(t, kitchen)
+	_, err := filters.Load(context.Background(), filters.Config{Name: "k", Module: p, Config: []byte(`{"Reject": true}`)}, nil)
+	if !errors.Is(err, filters.ErrConfigRejected) || !strings.Contains(err.Error(), "kitchen refuses") {
+		t.Errorf("Load: %v, want the filter's rejection", err)
+	}
+}
+
+func TestWrongABI(t *testing.T) {
+	p := filtertest.Build(t, wrongABI)
+	_, err := filters.Load(context.Background(), filters.Config{Name: "w", Module: p}, nil)
+	if !errors.Is(err, filters.ErrABI) || !strings.Contains(err.Error(), "sluice_abi_v9") {
+		t.Errorf("Load: %v, want ErrABI naming sluice_abi_v9", err)
+	}
+}
+
+// TestFaults: a filter that loops, allocates without bound, panics, exits
+// or answers garbage is answered by its failure policy within its deadline,
+// and the next statement is served normally by another instance.
+func TestFaults(t *testing.T) {
+	const timeout = 5 * time.Millisecond
+	for _, policy := range []string{filters.FailSafe, filters.FailClosed} {
+		for _, tc := range []struct{ guest, sql string }{
+			{kitchen, "loop"}, {kitchen, "alloc"}, {kitchen, "panic"}, {kitchen, "exit"},
+			{garbage, "garbage"}, {garbage, "outside"},
+		} {
+			t.Run(policy+"/"+tc.sql, func(t *testing.T) {
+				h := filtertest.Load(t, tc.guest, filtertest.Options{
+					FailurePolicy: policy, Timeout: timeout, Instances: 2, MemoryLimit: 16 << 20})
+				s := h.Session(attrs())
+				defer s.Close()
+				start := time.Now()
+				d := s.Query(tc.sql)
+				if el := time.Since(start); el > timeout+margin {
+					t.Errorf("the failing call took %v", el)
+				}
+				switch policy {
+				case filters.FailSafe:
+					if d.Route.Role != session.RoleWriter || d.Reject != nil || d.Rewrite != "" || d.Pin != session.PinKeep {
+						t.Errorf("fail_safe: got %+v, want writer only", d)
+					}
+				case filters.FailClosed:
+					if d.Reject == nil || d.Reject.Code != "58000" || !strings.Contains(d.Reject.Message, `"`+lastElem(tc.guest)+`"`) {
+						t.Errorf("fail_closed: got %+v, want 58000 naming the filter", d)
+					}
+				}
+				if got := h.Filter.Stats(); got.Failures != 1 || got.Replaced != 1 {
+					t.Errorf("stats %+v, want one failure and one replaced instance", got)
+				}
+				for i := range 4 { // the healthy instance, then the replacement
+					if d := s.Query("SELECT 1"); d.Route.Role != session.RoleReplica || d.Reject != nil {
+						t.Fatalf("call %d after the fault: %+v", i, d)
+					}
+				}
+			})
+		}
+	}
+}
+
+func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+
+// TestBreaker: a filter failing again and again is skipped, logged, and
+// every skipped call is answered at once.
+func TestBreaker(t *testing.T) {
+	h := filtertest.Load(t, kitchen, filtertest.Options{FailurePolicy: filters.FailClosed, Instances: 2})
+	s := h.Session(attrs())
+	defer s.Close()
+	for range 5 {
+		s.Query("panic")
+	}
+	if !h.Logged("keeps failing") {
+		t.Fatalf("no breaker log after 5 failures: %v", h.Logs())
+	}
+	start := time.Now()
+	d := s.Query("SELECT 1")
+	if d.Reject == nil || d.Reject.Code != "58000" || !errors.Is(d.Reject.Err, filters.ErrTripped) {
+		t.Errorf("while open: got %+v, want 58000 for an open breaker", d)
+	}
+	if el := time.Since(start); el > time.Millisecond {
+		t.Errorf("a skipped call took %v", el)
+	}
+	if got := h.Filter.Stats().Trips; got != 1 {
+		t.Errorf("trips = %d, want 1", got)
+	}
+}
+
+// TestConcurrent: sessions on many goroutines share the pool, and a
+// faulting statement on one does not disturb the others.
+func TestConcurrent(t *testing.T) {
+	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 2, Timeout: 20 * time.Millisecond})
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			s := h.Session(attrs())
+			defer s.Close()
+			for i := range 200 {
+				if g == 0 && i == 100 {
+					s.Query("panic")
+					continue
+				}
+				if d := s.Query("SELECT 1"); d.Route.Role != session.RoleReplica {
+					errs <- fmt.Errorf("goroutine %d call %d: %+v", g, i, d)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestClose(t *testing.T) {
+	p := filtertest.Build(t, kitchen)
+	before := runtime.NumGoroutine()
+	f, err := filters.Load(context.Background(), filters.Config{Name: "k", Module: p, Instances: 1}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := filters.Chain{f}.ForSession(attrs())
+	s.Decide(&session.Statement{SQL: "panic"}) // leaves a replacement under way
+	s.Close()
+	f.Close()
+	f.Close()
+	d := filters.Chain{f}.ForSession(attrs()).DecideStatement(&session.Statement{SQL: "SELECT 1"})
+	if d.Route.Role != session.RoleWriter {
+		t.Errorf("after Close: %+v, want the fail_safe writer", d)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after Close, %d before", n, before)
+	}
+}
+
+// BenchmarkStatement measures one statement hook call of a real filter,
+// deadline machinery included, and reports its median and p99.
+func BenchmarkStatement(b *testing.B) {
+	h := filtertest.Load(b, "../examples/filters/readwrite", filtertest.Options{Instances: 1})
+	p := filters.Chain{h.Filter}.ForSession(attrs())
+	defer p.Close()
+	sql := "SELECT id, name FROM users WHERE id = $1"
+	st := &session.Statement{SQL: sql, Class: sqlclass.Classify(nil, sql), Borrow: true}
+	times := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		d := p.Decide(st)
+		times = append(times, time.Since(start))
+		if d.Route.Role != session.RoleReplica {
+			b.Fatalf("decision %+v, stats %+v, logs %v", d, h.Filter.Stats(), h.Logs())
+		}
+	}
+	b.StopTimer()
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "median-ns")
+	b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns")
+	if f := h.Filter.Stats().Failures; f != 0 {
+		b.Fatalf("%d failures", f)
+	}
+}
