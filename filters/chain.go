@@ -86,14 +86,12 @@ func (p *SessionPolicy) Close() {
 	}
 }
 
-// Decide implements session.Policy. It cannot carry a rewrite: a statement
-// a filter rewrote is rejected with 0A000 rather than sent unchanged.
-// TODO(core): add Rewrite to session.Decision and call DecideStatement.
+// Decide implements session.Policy: the chain's decision, its rewrite in
+// session.Decision.Rewrite.
 func (p *SessionPolicy) Decide(st *session.Statement) session.Decision {
 	d := p.DecideStatement(st)
-	if d.Rewrite != "" && d.Reject == nil {
-		return session.Decision{Reject: wire.Errorf(wire.CodeFeatureNotSupported,
-			"filter %q rewrote the statement, which this proxy cannot apply yet", d.Filter)}
+	if d.Reject == nil {
+		d.Decision.Rewrite = d.Rewrite
 	}
 	return d.Decision
 }

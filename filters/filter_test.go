@@ -58,12 +58,12 @@ func TestDecisions(t *testing.T) {
 	if d.Reject == nil || d.Reject.Code != "42501" || d.Reject.Message != "kitchen says no" || d.Filter != "kitchen" {
 		t.Errorf("reject: got %+v", d)
 	}
-	// Through the plain session.Policy a rewrite cannot be applied: refused, not dropped.
+	// Through session.Policy a rewrite travels in Decision.Rewrite.
 	p := filters.Chain{h.Filter}.ForSession(attrs())
 	defer p.Close()
 	st := &session.Statement{SQL: "rewrite", Borrow: true}
-	if got := p.Decide(st); got.Reject == nil || got.Reject.Code != "0A000" {
-		t.Errorf("rewrite through session.Policy: got %+v, want 0A000", got)
+	if got := p.Decide(st); got.Reject != nil || got.Rewrite == "" {
+		t.Errorf("rewrite through session.Policy: got %+v, want the filter's new text", got)
 	}
 }
 
@@ -146,7 +146,7 @@ func TestWrongABI(t *testing.T) {
 // or answers garbage is answered by its failure policy within its deadline,
 // and the next statement is served normally by another instance.
 func TestFaults(t *testing.T) {
-	const timeout = 5 * time.Millisecond
+	const timeout = 25 * time.Millisecond // generous: make test runs this under -race on a busy machine
 	for _, policy := range []string{filters.FailSafe, filters.FailClosed} {
 		for _, tc := range []struct{ guest, sql string }{
 			{kitchen, "loop"}, {kitchen, "alloc"}, {kitchen, "panic"}, {kitchen, "exit"},
