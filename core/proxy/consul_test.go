@@ -281,9 +281,6 @@ func TestConsulWriterInRecoveryIsFenced(t *testing.T) {
 // With Consul stopped, traffic goes on with the last topology it gave;
 // when it comes back, a change is picked up.
 func TestConsulDownKeepsLastTopology(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits 30s with Consul down")
-	}
 	e := newEnv(t, envOptions{replicas: 1, consul: true, admin: adminOn})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
