@@ -51,8 +51,8 @@ const (
 	statusLimit       = -4
 )
 
-// errBadOutput is a malformed output of sluice_on_statement.
-var errBadOutput = errors.New("malformed statement decision")
+// errBadOutput is a malformed output of a hook.
+var errBadOutput = errors.New("malformed filter decision")
 
 // inputSize returns how many bytes encodeStatement writes for st.
 func inputSize(st *session.Statement) int {

@@ -35,6 +35,7 @@ type Filter struct {
 	pool     chan *instance
 	breaker  breaker
 	counters counters
+	m        *metrics // shared by the versions of a filter name
 	stats    struct{ calls, failures, timeouts, trips, replaced atomic.Int64 }
 
 	bg       context.Context // ends with Close: background instance replacement
@@ -58,6 +59,11 @@ type Stats struct {
 // when the module is not a Sluice filter of ABI version 1, imports
 // functions the host does not provide, or rejects its configuration.
 func Load(ctx context.Context, cfg Config, log *zap.Logger) (*Filter, error) {
+	return load(ctx, cfg, log, &metrics{})
+}
+
+// load is Load counting into m.
+func load(ctx context.Context, cfg Config, log *zap.Logger, m *metrics) (*Filter, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -69,7 +75,7 @@ func Load(ctx context.Context, cfg Config, log *zap.Logger) (*Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filter %q: %w", cfg.Name, err)
 	}
-	f := &Filter{cfg: cfg, log: log.With(zapName(cfg.Name))}
+	f := &Filter{cfg: cfg, log: log.With(zapName(cfg.Name)), m: m}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(true).
@@ -152,7 +158,7 @@ func checkABI(m wazero.CompiledModule) error {
 	results := map[string][]api.ValueType{
 		exportScratch:   {api.ValueTypeI32},
 		exportConfigure: {api.ValueTypeI64},
-		exportStart:     {api.ValueTypeI32},
+		exportStart:     {api.ValueTypeI64},
 		exportStatement: {api.ValueTypeI64},
 		exportEnd:       nil,
 	}
@@ -313,9 +319,11 @@ func (f *Filter) replace(old *instance) {
 	}()
 }
 
-// failed records a failed call: it counts it, feeds the breaker, and logs.
-func (f *Filter) failed(hook string, err error) {
+// failed records a failed call of a hook: it counts it, feeds the
+// breaker, and logs.
+func (f *Filter) failed(hook int, err error) {
 	f.stats.failures.Add(1)
+	f.m.failed(hook, err)
 	if errors.Is(err, ErrTimeout) {
 		f.stats.timeouts.Add(1)
 	}
@@ -324,11 +332,12 @@ func (f *Filter) failed(hook string, err error) {
 	}
 	if d := f.breaker.failure(); d > 0 {
 		f.stats.trips.Add(1)
-		f.log.Error("filter keeps failing: skipping it", zap.String("hook", hook),
+		f.m.trips.Add(1)
+		f.log.Error("filter keeps failing: skipping it", zap.String("hook", hookNames[hook]),
 			zap.Duration("backoff", d), zap.Error(err))
 		return
 	}
-	f.log.Warn("filter call failed", zap.String("hook", hook), zap.Error(err))
+	f.log.Warn("filter call failed", zap.String("hook", hookNames[hook]), zap.Error(err))
 }
 
 // begin takes an instance for a hook call on behalf of s.
@@ -345,33 +354,70 @@ func (f *Filter) begin(s *sessionState) (*instance, error) {
 	return in, nil
 }
 
-// sessionHook calls sluice_on_session_start (start) or _end for s.
-func (f *Filter) sessionHook(s *sessionState, start bool) error {
+// HookStats returns the counts of one hook (HookStatement, ...) of this
+// filter's name, over every version a reload loaded.
+func (f *Filter) HookStats(hook string) HookStats {
+	for i, name := range hookNames {
+		if name == hook {
+			return f.m.hook(i)
+		}
+	}
+	return HookStats{}
+}
+
+// sessionHook calls sluice_on_session_start (start) or _end for s. A
+// start's answer (reject, or a cluster for the session) goes into v.
+func (f *Filter) sessionHook(s *sessionState, start bool, v *verdict) error {
+	*v = verdict{}
 	if (start && !f.hasStart) || (!start && !f.hasEnd) {
 		return nil
 	}
-	hook := exportEnd
+	hook := hookEnd
 	if start {
-		hook = exportStart
+		hook = hookStart
 	}
+	t0 := time.Now()
 	in, err := f.begin(s)
-	if err != nil {
-		f.failed(hook, err)
-		return err
+	if err == nil {
+		if start {
+			err = in.start1(v)
+		} else {
+			err = in.call(in.end)
+		}
+		f.release(in)
 	}
-	defer f.release(in)
-	fn := in.end
-	if start {
-		fn = in.start
-	}
-	if err = in.call(fn); err == nil && start && int32(in.stack[0]) != 0 {
-		err = fmt.Errorf("%s returned status %d", hook, int32(in.stack[0]))
-	}
+	f.m.observe(hook, time.Since(t0))
 	if err != nil {
 		f.failed(hook, err)
 		return err
 	}
 	f.breaker.success()
+	return nil
+}
+
+// start1 calls sluice_on_session_start and decodes its answer: only a
+// reject or a cluster route are answers a session start may give.
+func (in *instance) start1(v *verdict) error {
+	if err := in.call(in.start); err != nil {
+		return err
+	}
+	b, ok := in.result(in.stack[0])
+	if !ok {
+		in.dead = true
+		return errBadOutput
+	}
+	if b == nil {
+		return nil
+	}
+	o, err := decodeOutput(b)
+	if err == nil && (o.route == routeWriter || o.route == routeReplica || o.action == actionRewrite || o.pin != pinKeep) {
+		err = fmt.Errorf("%w: a session start may only reject or choose a cluster", errBadOutput)
+	}
+	if err != nil {
+		in.dead = true
+		return err
+	}
+	v.setFrom(in, o)
 	return nil
 }
 
@@ -382,14 +428,15 @@ func (f *Filter) statement(s *sessionState, st *session.Statement, v *verdict) e
 	if !f.hasStatement {
 		return nil
 	}
+	t0 := time.Now()
 	in, err := f.begin(s)
-	if err != nil {
-		f.failed(exportStatement, err)
-		return err
+	if err == nil {
+		err = in.statement1(st, v, f.cfg.Timeout)
+		f.release(in)
 	}
-	defer f.release(in)
-	if err = in.statement1(st, v, f.cfg.Timeout); err != nil {
-		f.failed(exportStatement, err)
+	f.m.observe(hookStatement, time.Since(t0))
+	if err != nil {
+		f.failed(hookStatement, err)
 		return err
 	}
 	f.breaker.success()
@@ -424,6 +471,13 @@ func (in *instance) statement1(st *session.Statement, v *verdict, timeout time.D
 		in.dead = true // a guest that writes garbage may be corrupt
 		return err
 	}
+	v.setFrom(in, o)
+	return nil
+}
+
+// setFrom copies o into v. The cluster name is kept on the instance, so
+// that a filter naming the same cluster every time costs no allocation.
+func (v *verdict) setFrom(in *instance, o output) {
 	v.route, v.action, v.pin = o.route, o.action, o.pin
 	if len(o.cluster) > 0 {
 		if string(o.cluster) != in.cluster {
@@ -440,7 +494,6 @@ func (in *instance) statement1(st *session.Statement, v *verdict, timeout time.D
 	if len(o.pinR) > 0 {
 		v.pinReason = string(o.pinR)
 	}
-	return nil
 }
 
 // verdict is one filter's decoded answer for a statement.

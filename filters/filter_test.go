@@ -28,6 +28,16 @@ const (
 // two-core machine.
 const margin = 30 * time.Millisecond
 
+// forSession starts a session of attrs() on c, or fails tb.
+func forSession(tb testing.TB, c filters.Chain) *filters.SessionPolicy {
+	tb.Helper()
+	p, err := c.ForSession(attrs())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
 func attrs() filters.SessionAttrs {
 	return filters.SessionAttrs{User: "alice", Database: "shop", ApplicationName: "web",
 		ClientAddr: "10.0.0.7:5123", Listener: "main", TLS: true}
@@ -35,7 +45,7 @@ func attrs() filters.SessionAttrs {
 
 func TestDecisions(t *testing.T) {
 	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 2})
-	s := h.Session(attrs())
+	s := h.Session(t, attrs())
 	defer s.Close()
 	for _, tc := range []struct {
 		sql  string
@@ -59,7 +69,7 @@ func TestDecisions(t *testing.T) {
 		t.Errorf("reject: got %+v", d)
 	}
 	// Through session.Policy a rewrite travels in Decision.Rewrite.
-	p := filters.Chain{h.Filter}.ForSession(attrs())
+	p := forSession(t, filters.Chain{h.Filter})
 	defer p.Close()
 	st := &session.Statement{SQL: "rewrite", Borrow: true}
 	if got := p.Decide(st); got.Reject != nil || got.Rewrite == "" {
@@ -69,7 +79,7 @@ func TestDecisions(t *testing.T) {
 
 func TestStatementInput(t *testing.T) {
 	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 1})
-	p := filters.Chain{h.Filter}.ForSession(attrs())
+	p := forSession(t, filters.Chain{h.Filter})
 	defer p.Close()
 	// The guest echoes what it was told: "describe" is the text it matches,
 	// the classification is what the host encodes.
@@ -89,7 +99,7 @@ func TestStatementInput(t *testing.T) {
 // is read through another, and each session has its own.
 func TestSessionStore(t *testing.T) {
 	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 3})
-	a, b := h.Session(attrs()), h.Session(attrs())
+	a, b := h.Session(t, attrs()), h.Session(t, attrs())
 	a.Query("remember east")
 	b.Query("remember west")
 	for i := range 6 { // round-robin over the pool's instances
@@ -115,7 +125,7 @@ func TestSessionStore(t *testing.T) {
 
 func TestLog(t *testing.T) {
 	h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 1})
-	s := h.Session(attrs())
+	s := h.Session(t, attrs())
 	defer s.Close()
 	s.Query("log")
 	for _, e := range h.Logs() {
@@ -155,7 +165,7 @@ func TestFaults(t *testing.T) {
 			t.Run(policy+"/"+tc.sql, func(t *testing.T) {
 				h := filtertest.Load(t, tc.guest, filtertest.Options{
 					FailurePolicy: policy, Timeout: timeout, Instances: 2, MemoryLimit: 16 << 20})
-				s := h.Session(attrs())
+				s := h.Session(t, attrs())
 				defer s.Close()
 				start := time.Now()
 				d := s.Query(tc.sql)
@@ -191,7 +201,7 @@ func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 // every skipped call is answered at once.
 func TestBreaker(t *testing.T) {
 	h := filtertest.Load(t, kitchen, filtertest.Options{FailurePolicy: filters.FailClosed, Instances: 2})
-	s := h.Session(attrs())
+	s := h.Session(t, attrs())
 	defer s.Close()
 	for range 5 {
 		s.Query("panic")
@@ -219,7 +229,7 @@ func TestConcurrent(t *testing.T) {
 	errs := make(chan error, 4)
 	for g := range 4 {
 		go func() {
-			s := h.Session(attrs())
+			s := h.Session(t, attrs())
 			defer s.Close()
 			for i := range 200 {
 				if g == 0 && i == 100 {
@@ -248,12 +258,12 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := filters.Chain{f}.ForSession(attrs())
+	s := forSession(t, filters.Chain{f})
 	s.Decide(&session.Statement{SQL: "panic"}) // leaves a replacement under way
 	s.Close()
 	f.Close()
 	f.Close()
-	d := filters.Chain{f}.ForSession(attrs()).DecideStatement(&session.Statement{SQL: "SELECT 1"})
+	d := forSession(t, filters.Chain{f}).DecideStatement(&session.Statement{SQL: "SELECT 1"})
 	if d.Route.Role != session.RoleWriter {
 		t.Errorf("after Close: %+v, want the fail_safe writer", d)
 	}
@@ -271,7 +281,7 @@ func TestClose(t *testing.T) {
 // deadline machinery included, and reports its median and p99.
 func BenchmarkStatement(b *testing.B) {
 	h := filtertest.Load(b, "../examples/filters/readwrite", filtertest.Options{Instances: 1})
-	p := filters.Chain{h.Filter}.ForSession(attrs())
+	p := forSession(b, filters.Chain{h.Filter})
 	defer p.Close()
 	sql := "SELECT id, name FROM users WHERE id = $1"
 	st := &session.Statement{SQL: sql, Class: sqlclass.Classify(nil, sql), Borrow: true}

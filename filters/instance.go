@@ -181,7 +181,7 @@ func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 	defer func() {
 		if r := recover(); r != nil { // a host function's bug must not take the process down
 			in.dead = true
-			err = fmt.Errorf("filter call panicked: %v", r)
+			err = fmt.Errorf("%w: filter call panicked: %v", errTrap, r)
 		}
 	}()
 	in.timer.Reset(d)
@@ -199,6 +199,9 @@ func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 	}
 	if err != nil {
 		in.dead = true
+		if !errors.Is(err, ErrTimeout) {
+			err = fmt.Errorf("%w: %w", errTrap, err)
+		}
 	}
 	return err
 }

@@ -66,11 +66,11 @@ func sluiceOnConfigure() uint64 {
 }
 
 //go:wasmexport sluice_on_session_start
-func sluiceOnSessionStart() int32 {
-	if registered.start != nil {
-		registered.start.SessionStart(Session{})
+func sluiceOnSessionStart() uint64 {
+	if registered.start == nil {
+		return 0
 	}
-	return 0
+	return answer(registered.start.SessionStart(Session{}), nil)
 }
 
 //go:wasmexport sluice_on_statement
@@ -78,13 +78,17 @@ func sluiceOnStatement(n uint32) uint64 {
 	if registered.statement == nil || int(n) > len(scratch) || !stmt.decode(scratch[:n]) {
 		return 0
 	}
-	d := registered.statement.Statement(Session{}, &stmt)
+	return answer(registered.statement.Statement(Session{}, &stmt), scratch[n:])
+}
+
+// answer encodes d for the host, in room when it fits there (after the
+// input, so that the decision may quote the statement), else in output.
+func answer(d Decision, room []byte) uint64 {
 	if d == (Decision{}) {
 		return 0
 	}
 	size := d.size()
-	// After the input, so that the decision may quote the statement.
-	out := scratch[n:]
+	out := room
 	if len(out) < size {
 		if len(output) < size {
 			output = make([]byte, size)

@@ -7,9 +7,14 @@ type Configurer interface {
 	Configure(cfg Config) error
 }
 
-// SessionStarter is a filter told when a client session starts.
+// SessionStarter is a filter told when a client session starts. Its
+// answer is Default() to accept the session, Reject(sqlstate, message) to
+// refuse it (the client gets a FATAL error with that SQLSTATE), or
+// Cluster(name) to serve the whole session from the named cluster (every
+// statement's default route then goes there). Any other decision is a
+// failure of the filter.
 type SessionStarter interface {
-	SessionStart(s Session)
+	SessionStart(s Session) Decision
 }
 
 // StatementHandler is a filter that decides statements. Statement is the

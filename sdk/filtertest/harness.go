@@ -121,9 +121,25 @@ func (h *Harness) Logged(text string) bool {
 // Counter returns the filter's counter called name.
 func (h *Harness) Counter(name string) int64 { return h.Filter.Counters()[name] }
 
-// Session starts a client session with attrs.
-func (h *Harness) Session(attrs filters.SessionAttrs) *Session {
-	return &Session{p: filters.Chain{h.Filter}.ForSession(attrs)}
+// Session starts a client session with attrs, or fails tb when the
+// filter refuses it (see Start).
+func (h *Harness) Session(tb testing.TB, attrs filters.SessionAttrs) *Session {
+	tb.Helper()
+	s, err := h.Start(attrs)
+	if err != nil {
+		tb.Fatalf("the filter refused the session: %v", err)
+	}
+	return s
+}
+
+// Start starts a client session with attrs; the error is the filter's
+// refusal (a *wire.Error with its SQLSTATE), as the client would get it.
+func (h *Harness) Start(attrs filters.SessionAttrs) (*Session, error) {
+	p, err := filters.Chain{h.Filter}.ForSession(attrs)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{p: p}, nil
 }
 
 // Session is one client session. It follows transactions as a proxy would:
@@ -160,6 +176,10 @@ func (s *Session) statement(sql string, extended bool) filters.Decision {
 // Decide decides a statement built by the test.
 func (s *Session) Decide(st *session.Statement) filters.Decision { return s.p.DecideStatement(st) }
 
+// Cluster is the cluster the filter chose for the session when it started
+// ("" for the listener's).
+func (s *Session) Cluster() string { return s.p.SessionRoute().Cluster }
+
 // Close ends the session.
 func (s *Session) Close() { s.p.Close() }
 
@@ -178,7 +198,11 @@ func (h *Harness) Survive(tb testing.TB, n int, seed uint64) {
 			if s != nil {
 				s.Close()
 			}
-			s = h.Session(filters.SessionAttrs{User: "u" + fmt.Sprint(i), Database: "db", ClientAddr: "10.0.0.1:5000"})
+			var err error
+			s, err = h.Start(filters.SessionAttrs{User: "u" + fmt.Sprint(i), Database: "db", ClientAddr: "10.0.0.1:5000"})
+			if err != nil {
+				tb.Fatalf("session %d: the filter refused it: %v", i/50, err)
+			}
 		}
 		sql := generate(r)
 		start := time.Now()

@@ -11,7 +11,7 @@ import (
 
 func TestReadWrite(t *testing.T) {
 	h := filtertest.Load(t, ".", filtertest.Options{})
-	s := h.Session(filters.SessionAttrs{User: "app", Database: "shop"})
+	s := h.Session(t, filters.SessionAttrs{User: "app", Database: "shop"})
 	defer s.Close()
 
 	for _, step := range []struct {
@@ -47,7 +47,7 @@ func TestReadWrite(t *testing.T) {
 
 func TestReadWriteConfiguredHint(t *testing.T) {
 	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"hint": "/*primary*/"}`)})
-	s := h.Session(filters.SessionAttrs{})
+	s := h.Session(t, filters.SessionAttrs{})
 	defer s.Close()
 	if d := s.Query("/*primary*/ SELECT 1"); d.Route.Role != session.RoleWriter {
 		t.Errorf("configured hint: got %v, want writer", d.Route.Role)

@@ -25,9 +25,18 @@ func (kitchen) Configure(c sdk.Config) error {
 	return nil
 }
 
-func (kitchen) SessionStart(s sdk.Session) {
+func (kitchen) SessionStart(s sdk.Session) sdk.Decision {
 	s.Set("started", "yes")
 	sdk.Count("sessions", 1)
+	switch app := s.ApplicationName(); {
+	case s.User() == "stranger":
+		return sdk.Reject("28000", "kitchen does not know you")
+	case strings.HasPrefix(app, "cluster:"):
+		return sdk.Cluster(app[len("cluster:"):])
+	case app == "writer-at-start": // not an answer a session start may give
+		return sdk.Writer()
+	}
+	return sdk.Default()
 }
 
 func (kitchen) SessionEnd(sdk.Session) { sdk.Count("ended", 1) }
