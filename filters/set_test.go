@@ -107,8 +107,6 @@ func countLogs(h *filtertest.Harness, text string) int {
 	return n
 }
 
-
-
 // A reload swaps the chain for new sessions and for running sessions at
 // their next borrow; a transaction keeps its version; the store survives;
 // the old version closes once no session holds it; metrics accumulate.
