@@ -2,6 +2,7 @@ package filters
 
 import (
 	"errors"
+	"io"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -109,7 +110,10 @@ type SessionPolicy struct {
 	closed   bool
 }
 
-var _ session.Policy = (*SessionPolicy)(nil)
+var (
+	_ session.Policy = (*SessionPolicy)(nil)
+	_ io.Closer      = (*SessionPolicy)(nil) // the engine ends the session with it
+)
 
 // ForSession starts a session on every filter of the chain (their
 // sluice_on_session_start hooks) and returns the policy for its statements.
@@ -152,10 +156,10 @@ func (p *SessionPolicy) SessionRoute() session.Route {
 }
 
 // Close ends the session on every filter (sluice_on_session_end) and drops
-// its key/value stores. It is idempotent.
-func (p *SessionPolicy) Close() {
+// its key/value stores. It is idempotent and always returns nil.
+func (p *SessionPolicy) Close() error {
 	if p.closed {
-		return
+		return nil
 	}
 	p.closed = true
 	for i, f := range p.ver.chain {
@@ -166,6 +170,7 @@ func (p *SessionPolicy) Close() {
 		p.sessions[i].kv = nil
 	}
 	p.ver.release()
+	return nil
 }
 
 // Decide implements session.Policy: the chain's decision, its rewrite in

@@ -34,7 +34,6 @@ type Filter struct {
 
 	pool     chan *instance
 	breaker  breaker
-	counters counters
 	m        *metrics // shared by the versions of a filter name
 	stats    struct{ calls, failures, timeouts, trips, replaced atomic.Int64 }
 
@@ -209,8 +208,9 @@ func (f *Filter) Stats() Stats {
 	}
 }
 
-// Counters returns a copy of the counters the filter keeps with counter_add.
-func (f *Filter) Counters() map[string]int64 { return f.counters.snapshot() }
+// Counters returns a copy of the counters the filter keeps with
+// counter_add (over every version of its name a reload loaded).
+func (f *Filter) Counters() map[string]int64 { return f.m.counters.snapshot() }
 
 // Close destroys every instance and the runtime. Calls in flight fail and
 // their sessions get the failure policy. Close is idempotent.

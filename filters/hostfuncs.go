@@ -197,7 +197,7 @@ func hostCounterAdd(ctx context.Context, m api.Module, s []uint64) {
 		status(s, statusOK)
 		return
 	}
-	if !in.f.counters.add(name, int64(s[2])) {
+	if !in.f.m.counters.add(name, int64(s[2])) {
 		status(s, statusLimit)
 		return
 	}

@@ -58,6 +58,7 @@ type metrics struct {
 	conflicts     atomic.Int64
 	reloads       atomic.Int64
 	reloadsFailed atomic.Int64
+	counters      counters // the filter's own, from counter_add
 }
 
 func (m *metrics) observe(hook int, d time.Duration) {

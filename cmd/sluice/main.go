@@ -1,6 +1,7 @@
 // Command sluice runs the Sluice PostgreSQL connection proxy.
 //
-//	sluice run --config proxy.hcl     serve until SIGTERM/SIGINT; SIGHUP reloads
+//	sluice run --config proxy.hcl     serve until SIGTERM/SIGINT; SIGHUP reloads (filters too;
+//	                                  a changed filter module is reloaded on its own)
 //	sluice check --config proxy.hcl   validate a configuration file
 //	sluice version                    print the version
 package main
@@ -20,6 +21,7 @@ import (
 	"github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/proxy"
 	"github.com/sluicedb/sluice/discovery"
+	"github.com/sluicedb/sluice/filters"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -70,7 +72,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	p, err := proxy.New(cfg, log, opts...)
+	fopts, err := filters.Options(context.Background(), cfg, log)
+	if err != nil {
+		log.Error("cannot start: a filter did not load", zap.Error(err))
+		return 1
+	}
+	p, err := proxy.New(cfg, log, append(opts, fopts...)...)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

@@ -164,6 +164,7 @@ func (s *Session) login(ctx context.Context) error {
 	s.conn.SetDeadline(time.Time{})
 	s.dlUnknown = true
 
+	var route session.Route // where the session's connections come from
 	if s.env.StartSession != nil {
 		a := SessionAttrs{User: userName, Database: database, ClientAddr: s.conn.RemoteAddr().String()}
 		_, a.TLS = s.conn.(*tls.Conn)
@@ -181,10 +182,13 @@ func (s *Session) login(ctx context.Context) error {
 			if c, ok := pol.(io.Closer); ok {
 				s.endPolicy = c
 			}
+			if r, ok := pol.(SessionRouter); ok {
+				route = r.SessionRoute()
+			}
 		}
 	}
 
-	p, err := s.env.Pool(ctx, u, database, session.Route{})
+	p, err := s.env.Pool(ctx, u, database, route)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,13 @@ type Env struct {
 	StartSession func(a SessionAttrs) (session.Policy, error)
 }
 
+// SessionRouter is a Policy that chose where its session's connections
+// come from by default (a filter that picked the session's cluster): the
+// session's pool, and the default of every route, is SessionRoute's.
+type SessionRouter interface {
+	SessionRoute() session.Route
+}
+
 // SessionAttrs describe an authenticated client for StartSession.
 type SessionAttrs struct {
 	User, Database, ApplicationName string

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicedb/sluice/core/proxy"
 	"github.com/sluicedb/sluice/discovery"
 	"github.com/sluicedb/sluice/discovery/consultest"
+	"github.com/sluicedb/sluice/filters"
 )
 
 // Test credentials: the client-facing user and the role Sluice uses on the server.
@@ -70,6 +71,10 @@ type envOptions struct {
 	// split adds listener "split" with role = "split" (with replicas).
 	split bool
 	pg    pgtest.Options
+	// filters are filter blocks (HCL), loaded as cmd/sluice loads them.
+	filters string
+	// extra is more configuration (HCL), such as a second cluster block.
+	extra string
 	// options are more proxy options, such as a proxy.WithTopology.
 	options []proxy.Option
 }
@@ -169,7 +174,9 @@ log {
   level = "debug"
 }
 shutdown_timeout = "2s"
-`, o.listen, reader, o.pool, members, o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin)
+%s
+%s
+`, o.listen, reader, o.pool, members, o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin, o.filters, o.extra)
 	cfg, err := config.Parse([]byte(e.cfg), nil)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)
@@ -179,6 +186,11 @@ shutdown_timeout = "2s"
 	if err != nil {
 		t.Fatal(err)
 	}
+	fopts, err := filters.Options(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, fopts...)
 	p, err := proxy.New(cfg, log, append(opts, o.options...)...)
 	if err != nil {
 		t.Fatal(err)

@@ -115,7 +115,7 @@ func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Rol
 		},
 		CountPin:                 p.countPin,
 		Rekey:                    p.rekey,
-		StartSession:             p.startSession(listener),
+		StartSession:             p.startSession(listener, st.sessionConfig(listener).Policy),
 		IdleInTransactionTimeout: st.cfg.Pool.IdleInTransactionTimeout,
 		QueryTimeout:             st.cfg.Pool.QueryTimeout,
 	}

@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"io"
 	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.uber.org/zap"
 
+	"github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/engine"
 	"github.com/sluicedb/sluice/core/session"
 )
@@ -24,6 +28,20 @@ func WithHook(h Hook) Option {
 	return func(p *Proxy) { p.hooks = append(p.hooks, h) }
 }
 
+// Reloader is a Hook that takes part in Reload: it is given the new
+// configuration once the proxy has validated it and before the proxy
+// switches to it. An error rejects the whole reload, so a Reloader must
+// change nothing when it fails (the filters load a new chain completely
+// before they swap it in).
+type Reloader interface {
+	Reload(cfg *config.Config) error
+}
+
+// WithCollector adds c's metrics to the proxy's /metrics.
+func WithCollector(c prometheus.Collector) Option {
+	return func(p *Proxy) { p.metrics.reg.MustRegister(c) }
+}
+
 // SessionStarter is asked once per authenticated client of a listener
 // (the WebAssembly filters' session-start hook is one): an error refuses
 // the session, a Policy decides its statements (and is closed at its end
@@ -36,12 +54,49 @@ func WithSessionStarter(f SessionStarter) Option {
 }
 
 // startSession is the engine's StartSession for a listener's sessions, or
-// nil without a SessionStarter.
-func (p *Proxy) startSession(listener string) func(engine.SessionAttrs) (session.Policy, error) {
+// nil without a SessionStarter. A listener's own policy (split's) stays
+// under the starter's: it answers for the route the starter leaves to
+// the default.
+func (p *Proxy) startSession(listener string, base session.Policy) func(engine.SessionAttrs) (session.Policy, error) {
 	if p.starter == nil {
 		return nil
 	}
-	return func(a engine.SessionAttrs) (session.Policy, error) { return p.starter(listener, a) }
+	return func(a engine.SessionAttrs) (session.Policy, error) {
+		pol, err := p.starter(listener, a)
+		if pol == nil || err != nil || base == nil {
+			return pol, err
+		}
+		return layered{top: pol, base: base}, nil
+	}
+}
+
+// layered is a session's policy over its listener's: the listener's
+// decides the role of a route the session's leaves to the default.
+type layered struct {
+	top, base session.Policy
+}
+
+func (l layered) Decide(st *session.Statement) session.Decision {
+	d := l.top.Decide(st)
+	if d.Reject == nil && d.Route.Role == session.RoleDefault {
+		d.Route.Role = l.base.Decide(st).Route.Role
+	}
+	return d
+}
+
+// Close and SessionRoute pass on the session policy's.
+func (l layered) Close() error {
+	if c, ok := l.top.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+func (l layered) SessionRoute() session.Route {
+	if r, ok := l.top.(engine.SessionRouter); ok {
+		return r.SessionRoute()
+	}
+	return session.Route{}
 }
 
 // ListenerInfo describes one listen block as it is served.

@@ -406,6 +406,13 @@ func (p *Proxy) reload(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
+	for _, h := range p.hooks {
+		if r, ok := h.(Reloader); ok {
+			if err := r.Reload(cfg); err != nil {
+				return fmt.Errorf("reload: %w", err)
+			}
+		}
+	}
 	p.state.Store(st)
 	p.mu.Lock()
 	for k, pl := range p.pools {

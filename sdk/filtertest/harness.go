@@ -181,7 +181,7 @@ func (s *Session) Decide(st *session.Statement) filters.Decision { return s.p.De
 func (s *Session) Cluster() string { return s.p.SessionRoute().Cluster }
 
 // Close ends the session.
-func (s *Session) Close() { s.p.Close() }
+func (s *Session) Close() { _ = s.p.Close() }
 
 // Survive feeds the filter n generated statements (a mix of reads, writes,
 // transactions, SET, comments, odd bytes and long texts) over a few

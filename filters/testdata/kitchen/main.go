@@ -29,7 +29,7 @@ func (kitchen) SessionStart(s sdk.Session) sdk.Decision {
 	s.Set("started", "yes")
 	sdk.Count("sessions", 1)
 	switch app := s.ApplicationName(); {
-	case s.User() == "stranger":
+	case s.User() == "stranger" || app == "stranger":
 		return sdk.Reject("28000", "kitchen does not know you")
 	case strings.HasPrefix(app, "cluster:"):
 		return sdk.Cluster(app[len("cluster:"):])
