@@ -32,10 +32,10 @@ type Filter struct {
 	hasStatement bool
 	hasEnd       bool
 
-	pool     chan *instance
-	breaker  breaker
-	m        *metrics // shared by the versions of a filter name
-	stats    struct{ calls, failures, timeouts, trips, replaced atomic.Int64 }
+	pool    chan *instance
+	breaker breaker
+	m       *metrics // shared by the versions of a filter name
+	stats   struct{ calls, failures, timeouts, trips, replaced atomic.Int64 }
 
 	bg       context.Context // ends with Close: background instance replacement
 	bgCancel context.CancelFunc
