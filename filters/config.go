@@ -45,6 +45,9 @@ type Config struct {
 	// MaxCalls is how many calls an instance serves before it is replaced
 	// (default DefaultMaxCalls).
 	MaxCalls int
+	// RealClock gives the guest the wall clock; without it WASI's realtime
+	// clock reads the Unix epoch (the monotonic clock runs either way).
+	RealClock bool
 	// Config is the filter's configuration, handed to it by config_get.
 	Config []byte
 	// CacheDir, when set, keeps compiled modules on disk so that a restart

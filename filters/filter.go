@@ -95,7 +95,7 @@ func load(ctx context.Context, cfg Config, log *zap.Logger, m *metrics) (*Filter
 }
 
 func (f *Filter) load(ctx context.Context, wasm []byte) error {
-	if err := instantiateWASI(ctx, f.rt, f.log); err != nil {
+	if err := instantiateWASI(ctx, f.rt, f.log, f.cfg.RealClock); err != nil {
 		return err
 	}
 	if err := instantiateHost(ctx, f.rt); err != nil {

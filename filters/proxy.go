@@ -24,7 +24,7 @@ func Configs(cfg *config.Config, cacheDir string) []Config {
 	out := make([]Config, len(cfg.Filters))
 	for i, f := range cfg.Filters {
 		out[i] = Config{Name: f.Name, Module: f.Module, FailurePolicy: f.FailurePolicy, Timeout: f.Timeout,
-			MemoryLimit: f.MemoryLimit, Instances: f.Instances, Config: f.Config, CacheDir: cacheDir}
+			MemoryLimit: f.MemoryLimit, Instances: f.Instances, RealClock: f.RealClock, Config: f.Config, CacheDir: cacheDir}
 	}
 	return out
 }

@@ -225,3 +225,19 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The wall clock is the epoch unless the filter block asks for the real one.
+func TestRealClock(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		h := filtertest.Load(t, kitchen, filtertest.Options{Instances: 1, RealClock: real})
+		s := h.Session(t, attrs())
+		want := "1970"
+		if real {
+			want = time.Now().Format("2006")
+		}
+		if got := s.Query("year").Route.Cluster; got != want {
+			t.Errorf("real_clock %v: the filter's year is %s, want %s", real, got, want)
+		}
+		s.Close()
+	}
+}

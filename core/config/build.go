@@ -110,6 +110,7 @@ func (b *builder) filter(name string, body map[string]any) Filter {
 	b.str(&f.FailurePolicy, path, body, "failure_policy")
 	b.duration(&f.Timeout, path, body, "timeout")
 	b.integer(&f.Instances, path, body, "instances")
+	b.boolean(&f.RealClock, path, body, "real_clock")
 	if v, ok := body["memory_limit"]; ok {
 		n, err := parseBytes(v)
 		if err != nil {

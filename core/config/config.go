@@ -394,6 +394,10 @@ type Filter struct {
 	// Instances is the size of the filter's instance pool (instances);
 	// zero means one per GOMAXPROCS.
 	Instances int
+	// RealClock gives the filter the wall clock (real_clock = true);
+	// without it the filter's wall clock reads the Unix epoch, so that a
+	// decision cannot depend on the time of day unless the filter says so.
+	RealClock bool
 	// Config is the config block as JSON, handed to the filter ("{}" when
 	// there is none).
 	Config []byte

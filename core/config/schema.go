@@ -133,6 +133,7 @@ var schema = &key{kind: block, children: map[string]*key{
 		"timeout":        {kind: setting},
 		"memory_limit":   {kind: setting},
 		"instances":      {kind: setting},
+		"real_clock":     {kind: setting},
 		"config":         {kind: freeform},
 	}},
 	"shutdown_timeout": {kind: setting},

@@ -33,6 +33,7 @@ type Options struct {
 	Timeout       time.Duration
 	Instances     int
 	MemoryLimit   int64
+	RealClock     bool // give the filter the wall clock (real_clock = true)
 	// CacheDir is where builds are kept ("" for the user's cache directory).
 	CacheDir string
 }
@@ -93,7 +94,7 @@ func LoadModule(path string, opts Options) (*Harness, error) {
 	core, logs := observer.New(zap.DebugLevel)
 	f, err := filters.Load(context.Background(), filters.Config{
 		Name: opts.Name, Module: path, FailurePolicy: opts.FailurePolicy, Timeout: opts.Timeout,
-		Instances: opts.Instances, MemoryLimit: opts.MemoryLimit, Config: opts.Config,
+		Instances: opts.Instances, MemoryLimit: opts.MemoryLimit, RealClock: opts.RealClock, Config: opts.Config,
 		CacheDir: compileCacheDir(opts.CacheDir),
 	}, zap.New(core))
 	if err != nil {

@@ -5,7 +5,9 @@ package main
 import (
 	"errors"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sluicedb/sluice/sdk"
 )
@@ -82,6 +84,8 @@ func (kitchen) Statement(s sdk.Session, st *sdk.Statement) sdk.Decision {
 			tls = "tls"
 		}
 		return sdk.Cluster(s.User() + "@" + s.Database() + "/" + s.ApplicationName() + "/" + s.ClientAddr() + "/" + s.Listener() + "/" + tls)
+	case "year":
+		return sdk.Cluster(strconv.Itoa(time.Now().Year()))
 	case "log":
 		sdk.Log(sdk.Info, "hello from kitchen")
 		return sdk.Default()
