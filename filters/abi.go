@@ -16,6 +16,13 @@ const (
 	exportStart     = "sluice_on_session_start"
 	exportStatement = "sluice_on_statement"
 	exportEnd       = "sluice_on_session_end"
+	exportHooks     = "sluice_hooks"
+
+	// Bits of sluice_hooks' answer.
+	hookBitConfigure = 1
+	hookBitStart     = 2
+	hookBitStatement = 4
+	hookBitEnd       = 8
 
 	flagInTransaction = 1
 	flagExtended      = 2

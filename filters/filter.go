@@ -117,13 +117,37 @@ func (f *Filter) load(ctx context.Context, wasm []byte) error {
 	// what WASI's clock_time_get gives: the host module above decides.
 	f.moduleConfig = wazero.NewModuleConfig().WithName("").WithStartFunctions("_initialize")
 	f.pool = make(chan *instance, f.cfg.Instances+1)
-	for range f.cfg.Instances {
+	for i := range f.cfg.Instances {
 		in, err := f.newInstance(ctx)
 		if err != nil {
 			return err
 		}
+		if i == 0 {
+			if err := f.implemented(in); err != nil {
+				in.close()
+				return err
+			}
+		}
 		f.pool <- in
 	}
+	return nil
+}
+
+// implemented asks a guest that exports sluice_hooks which of its exported
+// hooks do something (an SDK exports them all), so that the host never
+// calls the others: a session then costs no call for hooks it lacks.
+func (f *Filter) implemented(in *instance) error {
+	fn := in.mod.ExportedFunction(exportHooks)
+	if fn == nil {
+		return nil
+	}
+	if err := in.callWithin(fn, initTimeout); err != nil {
+		return fmt.Errorf("%s: %w", exportHooks, err)
+	}
+	mask := uint32(in.stack[0])
+	f.hasStart = f.hasStart && mask&hookBitStart != 0
+	f.hasStatement = f.hasStatement && mask&hookBitStatement != 0
+	f.hasEnd = f.hasEnd && mask&hookBitEnd != 0
 	return nil
 }
 
@@ -153,6 +177,7 @@ func checkABI(m wazero.CompiledModule) error {
 		exportStart:     nil,
 		exportStatement: {api.ValueTypeI32},
 		exportEnd:       nil,
+		exportHooks:     nil,
 	}
 	results := map[string][]api.ValueType{
 		exportScratch:   {api.ValueTypeI32},
@@ -160,6 +185,7 @@ func checkABI(m wazero.CompiledModule) error {
 		exportStart:     {api.ValueTypeI64},
 		exportStatement: {api.ValueTypeI64},
 		exportEnd:       nil,
+		exportHooks:     {api.ValueTypeI32},
 	}
 	if _, ok := exports[exportScratch]; !ok {
 		return fmt.Errorf("%w: the module does not export %s", ErrABI, exportScratch)

@@ -241,3 +241,23 @@ func TestRealClock(t *testing.T) {
 		s.Close()
 	}
 }
+
+// The host calls only the hooks a Go filter implements (sluice_hooks),
+// although the SDK exports them all.
+func TestOnlyImplementedHooksAreCalled(t *testing.T) {
+	for _, tc := range []struct {
+		dir        string
+		startCalls int64
+	}{{readwrite, 0}, {kitchen, 1}} {
+		h := filtertest.Load(t, tc.dir, filtertest.Options{Instances: 1})
+		s := h.Session(t, attrs())
+		s.Query("SELECT 1")
+		s.Close()
+		if got := h.Filter.HookStats(filters.HookSessionStart).Calls; got != tc.startCalls {
+			t.Errorf("%s: %d session-start calls, want %d", tc.dir, got, tc.startCalls)
+		}
+		if got := h.Filter.HookStats(filters.HookStatement).Calls; got != 1 {
+			t.Errorf("%s: %d statement calls, want 1", tc.dir, got)
+		}
+	}
+}

@@ -37,6 +37,27 @@ var (
 //go:wasmexport sluice_abi_v1
 func sluiceABIv1() {}
 
+// sluiceHooks tells the host which hooks the registered filter has, so
+// that it calls no other.
+//
+//go:wasmexport sluice_hooks
+func sluiceHooks() uint32 {
+	var mask uint32
+	if registered.configure != nil {
+		mask |= 1
+	}
+	if registered.start != nil {
+		mask |= 2
+	}
+	if registered.statement != nil {
+		mask |= 4
+	}
+	if registered.end != nil {
+		mask |= 8
+	}
+	return mask
+}
+
 //go:wasmexport sluice_scratch
 func sluiceScratch(size uint32) uint32 {
 	if uint32(len(scratch)) < size {
