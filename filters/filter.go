@@ -356,6 +356,12 @@ func (f *Filter) failed(hook int, err error) {
 	if errors.Is(err, ErrTripped) {
 		return
 	}
+	if errors.Is(err, ErrBusy) {
+		// Every instance was taken (or being replaced): a matter of
+		// capacity, not a fault of the filter, so the breaker is not fed.
+		f.log.Debug("no filter instance free", zap.String("hook", hookNames[hook]))
+		return
+	}
 	if d := f.breaker.failure(); d > 0 {
 		f.stats.trips.Add(1)
 		f.m.trips.Add(1)
@@ -528,33 +534,42 @@ type verdict struct {
 	cluster, code, text, pinReason string
 }
 
-// counters are a filter's named counters.
+// counters are a filter's named counters. Adding to one that exists takes
+// a read lock and no allocation.
 type counters struct {
-	mu sync.Mutex
-	m  map[string]int64
+	mu sync.RWMutex
+	m  map[string]*atomic.Int64
 }
 
 func (c *counters) add(name []byte, d int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[string(name)]; !ok {
-		if len(c.m) >= maxCounters {
-			return false
+	c.mu.RLock()
+	v := c.m[string(name)]
+	c.mu.RUnlock()
+	if v == nil {
+		c.mu.Lock()
+		if v = c.m[string(name)]; v == nil {
+			if len(c.m) >= maxCounters {
+				c.mu.Unlock()
+				return false
+			}
+			if c.m == nil {
+				c.m = make(map[string]*atomic.Int64)
+			}
+			v = new(atomic.Int64)
+			c.m[string(name)] = v
 		}
-		if c.m == nil {
-			c.m = make(map[string]int64)
-		}
+		c.mu.Unlock()
 	}
-	c.m[string(name)] += d
+	v.Add(d)
 	return true
 }
 
 func (c *counters) snapshot() map[string]int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	out := make(map[string]int64, len(c.m))
 	for k, v := range c.m {
-		out[k] = v
+		out[k] = v.Load()
 	}
 	return out
 }
