@@ -21,7 +21,9 @@ var (
 	descTraps = prometheus.NewDesc("sluice_filter_traps_total",
 		"Failed calls that were a trap, panic or exit of the guest.", []string{"filter", "hook"}, nil)
 	descTimeouts = prometheus.NewDesc("sluice_filter_timeouts_total",
-		"Failed calls that passed the filter's timeout.", []string{"filter", "hook"}, nil)
+		"Calls stopped because they ran past twice the filter's timeout plus 5 ms (failures).", []string{"filter", "hook"}, nil)
+	descLate = prometheus.NewDesc("sluice_filter_late_total",
+		"Calls that finished past the filter's timeout but before they would have been stopped (their answer was used; usually a busy machine).", []string{"filter", "hook"}, nil)
 	descLatency = prometheus.NewDesc("sluice_filter_call_seconds",
 		"Time of a filter's hook calls, waiting for an instance included.", []string{"filter", "hook"}, nil)
 	descTrips = prometheus.NewDesc("sluice_filter_breaker_trips_total",
@@ -37,7 +39,7 @@ var (
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCalls, descErrors, descTraps, descTimeouts, descLatency,
+	for _, d := range []*prometheus.Desc{descCalls, descErrors, descTraps, descTimeouts, descLate, descLatency,
 		descTrips, descConflicts, descReloads, descCounter, descGeneration} {
 		ch <- d
 	}
@@ -58,6 +60,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descErrors, st.Errors, name, hook)
 			counter(descTraps, st.Traps, name, hook)
 			counter(descTimeouts, st.Timeouts, name, hook)
+			counter(descLate, st.Late, name, hook)
 			buckets := make(map[float64]uint64, len(latencyBounds))
 			var cum uint64
 			for j, b := range latencyBounds {

@@ -27,6 +27,12 @@ const (
 	DefaultMaxCalls = 100_000
 )
 
+// DefaultInstances is the default size of an instance pool: twice
+// GOMAXPROCS, at least 4. More than one per core, because a session's
+// goroutine can be descheduled while it holds an instance, and the others
+// should not wait for it.
+func DefaultInstances() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
 // Config says how to load one filter. It is read once by Load.
 type Config struct {
 	// Name names the filter in logs, metrics and error messages.
@@ -40,7 +46,7 @@ type Config struct {
 	// MemoryLimit caps an instance's linear memory in bytes (default 32 MiB;
 	// at least 4 MiB, since a Go guest needs about 2).
 	MemoryLimit int64
-	// Instances is the size of the instance pool (default GOMAXPROCS).
+	// Instances is the size of the instance pool (default DefaultInstances).
 	Instances int
 	// MaxCalls is how many calls an instance serves before it is replaced
 	// (default DefaultMaxCalls).
@@ -86,7 +92,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: filter %q: memory_limit %d is not between 4 MiB and 4 GiB", ErrConfig, c.Name, c.MemoryLimit)
 	}
 	if c.Instances == 0 {
-		c.Instances = runtime.GOMAXPROCS(0)
+		c.Instances = DefaultInstances()
 	}
 	if c.Instances < 0 {
 		return c, fmt.Errorf("%w: filter %q: instances %d is negative", ErrConfig, c.Name, c.Instances)

@@ -386,6 +386,14 @@ func (f *Filter) begin(s *sessionState) (*instance, error) {
 	return in, nil
 }
 
+// lateness counts a call of in that finished late.
+func (f *Filter) lateness(hook int, in *instance) {
+	if in.late {
+		in.late = false
+		f.m.hooks[hook].late.Add(1)
+	}
+}
+
 // HookStats returns the counts of one hook (HookStatement, ...) of this
 // filter's name, over every version a reload loaded.
 func (f *Filter) HookStats(hook string) HookStats {
@@ -416,6 +424,7 @@ func (f *Filter) sessionHook(s *sessionState, start bool, v *verdict) error {
 		} else {
 			err = in.call(in.end)
 		}
+		f.lateness(hook, in)
 		f.release(in)
 	}
 	f.m.observe(hook, time.Since(t0))
@@ -464,6 +473,7 @@ func (f *Filter) statement(s *sessionState, st *session.Statement, v *verdict) e
 	in, err := f.begin(s)
 	if err == nil {
 		err = in.statement1(st, v, f.cfg.Timeout)
+		f.lateness(hookStatement, in)
 		f.release(in)
 	}
 	f.m.observe(hookStatement, time.Since(t0))

@@ -43,6 +43,7 @@ type instance struct {
 	scratchCap uint32
 	calls      int
 	dead       bool          // trapped, timed out or closed: never call again
+	late       bool          // the last call finished past its timeout (but was not killed)
 	probing    bool          // the warm-up call: counters are not touched
 	retiring   bool          // worn out: a replacement is being built
 	superseded atomic.Bool   // the replacement is in the pool: close this one
@@ -168,11 +169,20 @@ func (in *instance) ensureScratch(n int) error {
 	return nil
 }
 
+// KillAfter is when a call with timeout d is stopped: 2d + 5 ms. A call
+// that finishes past d but before then is late, and its answer is used: on
+// a busy machine the calling goroutine can lose its CPU in the middle of a
+// call for a few milliseconds, which is no fault of the filter, and
+// destroying a healthy instance then (rebuilding one costs ~5 ms of CPU)
+// would make a busy machine busier. A call still running at KillAfter is a
+// loop or a stall: its module is closed and the call fails.
+func KillAfter(d time.Duration) time.Duration { return 2*d + 5*time.Millisecond }
+
 // call calls fn with in.stack under the filter's deadline. Any error, or a
-// deadline that fired, leaves the instance dead.
+// kill, leaves the instance dead.
 func (in *instance) call(fn api.Function) error { return in.callWithin(fn, in.f.cfg.Timeout) }
 
-// callWithin is call with deadline d.
+// callWithin is call with timeout d (killed at KillAfter(d)).
 func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 	if in.dead {
 		return ErrClosed
@@ -184,11 +194,15 @@ func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 			err = fmt.Errorf("%w: filter call panicked: %v", errTrap, r)
 		}
 	}()
-	in.timer.Reset(d)
+	start := time.Now()
+	in.timer.Reset(KillAfter(d))
 	err = fn.CallWithStack(in.ctx, in.stack[:])
 	fired := !in.timer.Stop()
+	if !fired && err == nil && time.Since(start) > d {
+		in.late = true
+	}
 	if fired || in.ctx.Err() != nil {
-		// Even a call that returned is late once its deadline fired: its
+		// Even a call that returned is stopped once the kill fired: its
 		// answer is dropped, and the module is closed anyway.
 		in.dead = true
 		if err != nil {

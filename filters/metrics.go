@@ -32,7 +32,8 @@ type HookStats struct {
 	Calls    int64 // calls attempted
 	Errors   int64 // calls that failed, for any reason
 	Traps    int64 // failures that were a trap, a panic or an exit of the guest
-	Timeouts int64 // failures that were the deadline
+	Timeouts int64 // failures that were the deadline (the call was killed)
+	Late     int64 // calls that succeeded past their timeout, before the kill
 	// Buckets counts calls by latency: Buckets[i] those that took at most
 	// LatencyBounds()[i] (not cumulative); the last entry those above.
 	Buckets    [len(latencyBounds) + 1]int64
@@ -45,7 +46,7 @@ func LatencyBounds() []float64 { return latencyBounds[:] }
 // hookCounters are HookStats kept with atomics: a filter's hooks are called
 // from every session at once.
 type hookCounters struct {
-	calls, errors, traps, timeouts atomic.Int64
+	calls, errors, traps, timeouts, late atomic.Int64
 	buckets                        [len(latencyBounds) + 1]atomic.Int64
 	sum                            atomic.Int64 // nanoseconds
 }
@@ -87,7 +88,7 @@ func (m *metrics) failed(hook int, err error) {
 func (m *metrics) hook(hook int) HookStats {
 	h := &m.hooks[hook]
 	s := HookStats{Calls: h.calls.Load(), Errors: h.errors.Load(), Traps: h.traps.Load(),
-		Timeouts: h.timeouts.Load(), LatencySum: time.Duration(h.sum.Load())}
+		Timeouts: h.timeouts.Load(), Late: h.late.Load(), LatencySum: time.Duration(h.sum.Load())}
 	for i := range h.buckets {
 		s.Buckets[i] = h.buckets[i].Load()
 	}

@@ -392,7 +392,7 @@ type Filter struct {
 	// (memory_limit, such as "32MiB"; default DefaultFilterMemory).
 	MemoryLimit int64
 	// Instances is the size of the filter's instance pool (instances);
-	// zero means one per GOMAXPROCS.
+	// zero means twice GOMAXPROCS, at least 4 (filters.DefaultInstances).
 	Instances int
 	// RealClock gives the filter the wall clock (real_clock = true);
 	// without it the filter's wall clock reads the Unix epoch, so that a
