@@ -57,8 +57,14 @@ run: deps build
 run-consul: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config examples/proxy-consul.hcl -data .sluice -consul
 
+# bench writes BENCHMARKS.latest.md: pgbench -S directly, through PgBouncer
+# and through Sluice; -reader adds Sluice's reader endpoint over two
+# replicas; -filter adds a Sluice with the readwrite example filter on the
+# statement hook (TPS against plain Sluice) and runs the hook-cost Go
+# benchmark (go test -bench BenchmarkStatement ./filters: median and p99 of
+# one hook call), both in the report.
 bench: deps
-	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -out BENCHMARKS.latest.md
+	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -filter -out BENCHMARKS.latest.md
 	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
 
 # bench-failover runs failover under load five times per promotion mode and

@@ -149,6 +149,35 @@ func (c *child) logSince(offset int64) string {
 	return strings.Join(lines, "\n")
 }
 
+// countSince returns how many lines the process logged after its log had
+// size offset contain substr, and the first of them (cut to
+// maxLoggedLineLen bytes).
+func (c *child) countSince(offset int64, substr string) (n int, first string) {
+	f, err := os.Open(c.logPath)
+	if err != nil {
+		return 0, ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return 0, ""
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, substr) {
+			continue
+		}
+		if n++; n == 1 {
+			first = strings.TrimSpace(line)
+			if len(first) > maxLoggedLineLen {
+				first = first[:maxLoggedLineLen] + "..."
+			}
+		}
+	}
+	return n, first
+}
+
 // logVarying matches the parts of a log line that differ between otherwise
 // identical events: timestamps, numbers such as session ids and ports.
 var logVarying = regexp.MustCompile(`"ts":[0-9.e+]+,?|[0-9]+`)

@@ -4,7 +4,7 @@
 //
 //	go run ./cmd/sluice-bench [-clients 1,10,100,1000] [-duration 10s] [-warmup 2s]
 //	                          [-modes simple[,extended,prepared]] [-out FILE]
-//	                          [-sluice-bin PATH] [-baseline-bin PATH]
+//	                          [-sluice-bin PATH] [-baseline-bin PATH] [-reader] [-filter]
 //
 // It starts a throwaway PostgreSQL 15 server (package pgtest), loads it with
 // `pgbench -i`, builds Sluice from the working tree and starts it and
@@ -22,6 +22,16 @@
 // the table then gains the ratio of their CPU time per transaction. The two
 // take turns going first from one combination to the next, so that a steady
 // drift favours neither.
+//
+// With -filter it builds the readwrite example filter
+// (examples/filters/readwrite) and runs a second Sluice configured like
+// the first plus that filter on the statement hook, as the target
+// "sluice+readwrite", in a section of its own: its TPS over sluice's and
+// both CPU times per transaction. The cluster has no replica and
+// reader_fallback = "writer", so the filter's replica decisions run on the
+// same server as sluice's statements and the difference is the filter's
+// cost. After the pgbench runs it also runs the hook-cost Go benchmark
+// (BenchmarkStatement in ./filters) and reports its median and p99.
 //
 // `sluice-bench failover` (make bench-failover) measures failover under
 // load instead:
@@ -88,6 +98,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	b.runAll(ctx)
+	if slices.Contains(opts.targets, targetFilter) && ctx.Err() == nil {
+		b.runHookBenchmark(ctx)
+	}
 	b.machine.loadAfter = loadAverage()
 	if ctx.Err() != nil {
 		b.notef("Interrupted: the table is incomplete.")
@@ -122,11 +135,18 @@ type bench struct {
 	server  *pgtest.Server
 	// replicas are streaming replicas of server, started for targetReader.
 	replicas []*pgtest.Server
-	targets  []*target
-	results  map[resultKey]runResult
-	notes    []string // problems and remarks for the report
-	machine  machine
-	clkTck   int64
+	// moduleRoot is the Sluice module's root directory, where the filter
+	// is built from and its hook benchmark run; "" if unknown.
+	moduleRoot string
+	// filterModule is the readwrite filter's .wasm, built for
+	// targetFilter.
+	filterModule string
+	targets      []*target
+	results      map[resultKey]runResult
+	hook         hookResult // the hook-cost benchmark (-filter)
+	notes        []string   // problems and remarks for the report
+	machine      machine
+	clkTck       int64
 }
 
 // resultKey names one measured run.
@@ -186,15 +206,25 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 
-	// Build Sluice first: a compile error is reported without waiting for
-	// the data load.
+	// Build Sluice and the filter first: a compile error is reported
+	// without waiting for the data load.
 	var sluiceBin, root string
-	var buildErr error
-	if slices.Contains(b.opts.targets, targetSluice) {
+	var buildErr, filterErr error
+	if slices.ContainsFunc(b.opts.targets, runsSluiceBinary) {
 		if sluiceBin = b.opts.sluiceBin; sluiceBin == "" {
 			b.logf("building ./cmd/sluice")
 			sluiceBin = filepath.Join(b.workDir, "sluice-binary")
 			root, buildErr = buildSluice(ctx, sluiceBin)
+		}
+	}
+	if slices.Contains(b.opts.targets, targetFilter) {
+		if b.moduleRoot = root; b.moduleRoot == "" {
+			b.moduleRoot, filterErr = moduleRoot(ctx)
+		}
+		if filterErr == nil {
+			b.logf("building %s", filterDir)
+			b.filterModule = filepath.Join(b.workDir, "readwrite.wasm")
+			filterErr = buildFilter(ctx, b.moduleRoot, b.filterModule)
 		}
 	}
 
@@ -231,8 +261,11 @@ func (b *bench) setup(ctx context.Context) error {
 
 	for _, name := range b.opts.targets {
 		t, err := b.newTarget(name, sluiceBin)
-		if err == nil && buildErr != nil && (name == targetSluice || name == targetReader) {
+		if err == nil && buildErr != nil && runsSluiceBinary(name) {
 			err = buildErr
+		}
+		if err == nil && filterErr != nil && name == targetFilter {
+			err = filterErr
 		}
 		if err == nil && replicaErr != nil && name == targetReader {
 			err = replicaErr
@@ -249,6 +282,12 @@ func (b *bench) setup(ctx context.Context) error {
 		b.targets = append(b.targets, t)
 	}
 	return ctx.Err()
+}
+
+// runsSluiceBinary reports whether the target called name runs the sluice
+// executable (built from the working tree unless -sluice-bin is given).
+func runsSluiceBinary(name string) bool {
+	return name == targetSluice || name == targetReader || name == targetFilter
 }
 
 // newTarget describes the target called name; the proxies are not started
@@ -304,6 +343,10 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 			}
 			return nil
 		}
+	case targetFilter:
+		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
+			filterModule: b.filterModule}.start
+		t.verify = func(ctx context.Context) error { return verifyFilterRoutes(ctx, port) }
 	}
 	return t, nil
 }
@@ -346,13 +389,16 @@ func (b *bench) runAll(ctx context.Context) {
 				switch {
 				case r.skip != "":
 				case r.err != nil:
-					b.logf("%-9s %-8s %4d clients: failed", t.name, mode, clients)
+					b.logf("%-16s %-8s %4d clients: failed", t.name, mode, clients)
 					// A broken target's reason is noted once, not per run.
 					if t.broken == nil || r.err != t.broken {
 						b.notef("%s, -M %s, %d clients: failed: %v", t.name, mode, clients, r.err)
 					}
 				default:
-					b.logf("%-9s %-8s %4d clients: %8.0f tps, %.3f ms", t.name, mode, clients, r.bench.tps, r.bench.latencyMS)
+					b.logf("%-16s %-8s %4d clients: %8.0f tps, %.3f ms", t.name, mode, clients, r.bench.tps, r.bench.latencyMS)
+				}
+				if t.name == targetFilter && r.skip == "" {
+					b.noteFilterFailures(t, mode, clients)
 				}
 			}
 		}
@@ -360,17 +406,24 @@ func (b *bench) runAll(ctx context.Context) {
 }
 
 // runOrder returns the order in which to run targets for the combination
-// with index i: their own order, except that sluice and baseline swap
-// places for every other combination.
+// with index i: their own order, except that for every other combination
+// sluice swaps places with the last of the targets compared with it in a
+// ratio (baseline, sluice+readwrite), so that each of those runs after
+// sluice in one combination and before it in the next.
 func runOrder(targets []*target, i int) []*target {
 	order := slices.Clone(targets)
 	if i%2 == 0 {
 		return order
 	}
 	s := slices.IndexFunc(order, func(t *target) bool { return t.name == targetSluice })
-	bl := slices.IndexFunc(order, func(t *target) bool { return t.name == targetBaseline })
-	if s >= 0 && bl >= 0 {
-		order[s], order[bl] = order[bl], order[s]
+	last := -1
+	for j, t := range order {
+		if t.name == targetBaseline || t.name == targetFilter {
+			last = j
+		}
+	}
+	if s >= 0 && last >= 0 {
+		order[s], order[last] = order[last], order[s]
 	}
 	return order
 }

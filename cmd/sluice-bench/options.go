@@ -54,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	modes := fs.String("modes", "simple", "comma-separated pgbench -M query modes: simple, extended, prepared")
 	targets := fs.String("targets", defaultTargets, "comma-separated targets to run: direct, pgbouncer, sluice, baseline (baseline joins the default when -baseline-bin is given)")
 	reader := fs.Bool("reader", false, "also run Sluice's reader endpoint in front of two streaming replicas (target \"reader\", a section of its own)")
+	filter := fs.Bool("filter", false, "also run a Sluice with the readwrite example filter on the statement hook (target \"sluice+readwrite\") and the filter hook-cost Go benchmark, in sections of their own")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured pgbench run before each measured run; 0 disables")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale factor")
@@ -99,9 +100,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.targets = append(o.targets, t)
 		}
 	}
-	// The reader endpoint is run last, after the targets of the main table.
+	// The reader endpoint and the filter are run last, after the targets
+	// of the main table.
 	if *reader {
 		o.targets = append(o.targets, targetReader)
+	}
+	if *filter {
+		o.targets = append(o.targets, targetFilter)
 	}
 	if slices.Contains(o.targets, targetBaseline) && o.baselineBin == "" {
 		errs = append(errs, errors.New("-targets: baseline needs -baseline-bin"))

@@ -124,8 +124,9 @@ func clockTicks(ctx context.Context) int64 {
 	return 100
 }
 
-// markdown renders the report: the setup, one table, the added latency at
-// one client, the proxies' memory, the machine and the notes.
+// markdown renders the report: the setup, one table, the reader endpoint's
+// and the filter's sections, the added latency at one client, the
+// proxies' memory, the machine and the notes.
 func (b *bench) markdown() string {
 	var w strings.Builder
 	o := b.opts
@@ -149,8 +150,8 @@ func (b *bench) markdown() string {
 	if multiMode {
 		header = []string{"mode", "clients"}
 	}
-	// The reader endpoint has a section of its own.
-	tableTargets := slices.DeleteFunc(slices.Clone(o.targets), func(t string) bool { return t == targetReader })
+	// The reader endpoint and the filter have sections of their own.
+	tableTargets := slices.DeleteFunc(slices.Clone(o.targets), func(t string) bool { return t == targetReader || t == targetFilter })
 	for _, t := range tableTargets {
 		header = append(header, t+" TPS", t+" lat ms")
 	}
@@ -216,6 +217,7 @@ func (b *bench) markdown() string {
 	}
 	w.WriteString("\n")
 	b.writeReader(&w)
+	b.writeFilter(&w)
 	b.writeAddedLatency(&w)
 	b.writeMemory(&w)
 	b.writeMachine(&w)

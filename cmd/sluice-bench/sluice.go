@@ -30,13 +30,17 @@ type sluiceSetup struct {
 	// is a reader: pgbench's transactions go to them (pools of poolSize
 	// each).
 	replicas []string
+	// filterModule, when set, is the readwrite filter's .wasm: every
+	// statement goes through it (filter "readwrite", default timeout and
+	// failure policy), and the cluster's reader_fallback is "writer".
+	filterModule string
 }
 
 // configHCL renders proxy.hcl: one listener in front of the server,
 // transaction pooling with the given pool size and md5 authentication of the
 // bench user, mirroring the PgBouncer setup.
 func (s sluiceSetup) configHCL() string {
-	listenRole, replicas := "", ""
+	listenRole, replicas, fallback, filter := "", "", "", ""
 	if len(s.replicas) > 0 {
 		listenRole = "\n  role    = \"reader\""
 		quoted := make([]string, len(s.replicas))
@@ -44,6 +48,12 @@ func (s sluiceSetup) configHCL() string {
 			quoted[i] = strconv.Quote(r)
 		}
 		replicas = "\n  replicas = [" + strings.Join(quoted, ", ") + "]"
+	}
+	if s.filterModule != "" {
+		// The filter's replica decisions find no replica: say where they
+		// go rather than rely on the default.
+		fallback = "\n  reader_fallback = \"writer\""
+		filter = fmt.Sprintf("\nfilter \"readwrite\" {\n  module = %q\n}\n", s.filterModule)
 	}
 	return fmt.Sprintf(`listen "main" {
   address = "%s:%d"
@@ -57,7 +67,7 @@ pool {
 }
 
 cluster "main" {
-  writer = %q%s
+  writer = %q%s%s
 }
 
 auth {
@@ -74,7 +84,7 @@ log {
 }
 
 shutdown_timeout = "0s"
-`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, benchUser, benchPassword, benchUser, benchPassword)
+%s`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, fallback, benchUser, benchPassword, benchUser, benchPassword, filter)
 }
 
 // start validates and writes proxy.hcl and runs `sluice run` as a separate

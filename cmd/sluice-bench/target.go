@@ -19,6 +19,10 @@ const (
 	// front of readerReplicas streaming replicas of the server, reported
 	// in a section of its own next to targetSluice.
 	targetReader = "reader"
+	// targetFilter is the sluice executable configured like targetSluice
+	// plus the readwrite example filter on the statement hook (-filter),
+	// reported in a section of its own next to targetSluice.
+	targetFilter = "sluice+readwrite"
 )
 
 // readyTimeout bounds how long a freshly started proxy has to accept a
