@@ -47,8 +47,8 @@ func LatencyBounds() []float64 { return latencyBounds[:] }
 // from every session at once.
 type hookCounters struct {
 	calls, errors, traps, timeouts, late atomic.Int64
-	buckets                        [len(latencyBounds) + 1]atomic.Int64
-	sum                            atomic.Int64 // nanoseconds
+	buckets                              [len(latencyBounds) + 1]atomic.Int64
+	sum                                  atomic.Int64 // nanoseconds
 }
 
 // metrics are what one filter name accumulates over its versions: a hot
