@@ -134,6 +134,10 @@ type hookResult struct {
 	medianNS   float64
 	p99NS      float64
 	allocs     float64 // allocations per call; -1 if not reported
+	// failures and late count calls that failed (answered by the failure
+	// policy) and that ended past the timeout (answer used); -1 if not
+	// reported.
+	failures, late float64
 }
 
 // errNoHookLine is returned when go test's output holds no result line of
@@ -185,7 +189,7 @@ func withoutBenchHeader(out string) string {
 //
 // ns/op, median-ns and p99-ns are required.
 func parseHookBenchmark(out string) (hookResult, error) {
-	r := hookResult{allocs: -1}
+	r := hookResult{allocs: -1, failures: -1, late: -1}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 || (f[0] != hookBenchName && !strings.HasPrefix(f[0], hookBenchName+"-")) {
@@ -213,6 +217,12 @@ func parseHookBenchmark(out string) (hookResult, error) {
 		}
 		if v, ok := metrics["allocs/op"]; ok {
 			r.allocs = v
+		}
+		if v, ok := metrics["failures"]; ok {
+			r.failures = v
+		}
+		if v, ok := metrics["late"]; ok {
+			r.late = v
 		}
 		return r, nil
 	}

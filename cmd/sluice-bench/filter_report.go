@@ -27,7 +27,7 @@ func (b *bench) writeFilter(w *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(w, "Filter on the statement hook: the same pgbench -S runs through a second Sluice (\"%s\") configured exactly like \"sluice\" "+
-		"plus `filter \"readwrite\"` (%s built to .wasm; default timeout %s, fail_safe, default instances: one per GOMAXPROCS), next to the sluice target above; the two take turns going first. "+
+		"plus `filter \"readwrite\"` (%s built to .wasm; default timeout %s, fail_safe, default instances: twice GOMAXPROCS, at least 4), next to the sluice target above; the two take turns going first. "+
 		"To measure the filter and not replica routing, the cluster has no replica and `reader_fallback = \"writer\"`: the filter's decisions "+
 		"are real (it sends every pgbench statement, a read outside a transaction, to a replica), and Sluice runs them on the writer's "+
 		"read-only pool (same server, same pool size %d, sessions started with default_transaction_read_only on, checked before the runs), "+
@@ -98,6 +98,9 @@ func (b *bench) writeHookCost(w *strings.Builder) {
 	allocs := ""
 	if h.allocs >= 0 {
 		allocs = fmt.Sprintf(", %g allocs/call", h.allocs)
+	}
+	if h.failures >= 0 && h.late >= 0 {
+		allocs += fmt.Sprintf(", %g of %d calls failed and %g were late (past the timeout, answer used)", h.failures, h.iterations, h.late)
 	}
 	fmt.Fprintf(w, "Median %s, p99 %s, mean %s%s: median target %s.\n\n", micros(h.medianNS), micros(h.p99NS), micros(h.nsPerOp), allocs, verdict)
 	fmt.Fprintf(w, "```\n%s\n```\n\n", h.line)

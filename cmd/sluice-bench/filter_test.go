@@ -73,7 +73,7 @@ const goTestOutput = `goos: linux
 goarch: amd64
 pkg: github.com/sluicedb/sluice/filters
 cpu: AMD EPYC
-BenchmarkStatement-2   	  200000	      4120 ns/op	      2911 median-ns	     48211 p99-ns	       0 B/op	       0 allocs/op
+BenchmarkStatement-2   	  200000	      4120 ns/op	         3.000 failures	         7.000 late	      2911 median-ns	     48211 p99-ns	       0 B/op	       0 allocs/op
 PASS
 ok  	github.com/sluicedb/sluice/filters	1.402s
 `
@@ -84,8 +84,8 @@ func TestParseHookBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := hookResult{
-		line:       "BenchmarkStatement-2   \t  200000\t      4120 ns/op\t      2911 median-ns\t     48211 p99-ns\t       0 B/op\t       0 allocs/op",
-		iterations: 200000, nsPerOp: 4120, medianNS: 2911, p99NS: 48211, allocs: 0,
+		line:       "BenchmarkStatement-2   \t  200000\t      4120 ns/op\t         3.000 failures\t         7.000 late\t      2911 median-ns\t     48211 p99-ns\t       0 B/op\t       0 allocs/op",
+		iterations: 200000, nsPerOp: 4120, medianNS: 2911, p99NS: 48211, allocs: 0, failures: 3, late: 7,
 	}
 	if r != want {
 		t.Errorf("parseHookBenchmark = %+v, want %+v", r, want)
@@ -119,7 +119,7 @@ func filterBench() *bench {
 	put(100, targetSluice, 20000, 5, 6)        // 30 µs/tx
 	put(100, targetFilter, 17000, 5.882, 5.95) // 35 µs/tx
 	b.hook = hookResult{ran: true, line: "BenchmarkStatement-2 200000 4120 ns/op 2911 median-ns 48211 p99-ns",
-		iterations: 200000, nsPerOp: 4120, medianNS: 2911, p99NS: 48211, allocs: 0}
+		iterations: 200000, nsPerOp: 4120, medianNS: 2911, p99NS: 48211, allocs: 0, failures: -1, late: -1}
 	return b
 }
 
@@ -166,7 +166,7 @@ func TestMarkdownFilterFailures(t *testing.T) {
 	}
 
 	// A median above 3 µs misses the target.
-	b.hook = hookResult{ran: true, line: "x", nsPerOp: 4000, medianNS: 3001, p99NS: 9000, allocs: -1}
+	b.hook = hookResult{ran: true, line: "x", nsPerOp: 4000, medianNS: 3001, p99NS: 9000, allocs: -1, failures: -1, late: -1}
 	if want := "Median 3.00 µs, p99 9.00 µs, mean 4.00 µs: median target NOT met."; !strings.Contains(b.markdown(), want) {
 		t.Errorf("the report lacks %q:\n%s", want, b.markdown())
 	}
