@@ -32,7 +32,8 @@ type Filter struct {
 	hasStatement bool
 	hasEnd       bool
 
-	pool    chan *instance
+	pool    instPool
+	watch   watchdog
 	breaker breaker
 	m       *metrics // shared by the versions of a filter name
 	stats   struct{ calls, failures, timeouts, trips, replaced atomic.Int64 }
@@ -116,7 +117,7 @@ func (f *Filter) load(ctx context.Context, wasm []byte) error {
 	// No arguments, environment, file system or clock resolution beyond
 	// what WASI's clock_time_get gives: the host module above decides.
 	f.moduleConfig = wazero.NewModuleConfig().WithName("").WithStartFunctions("_initialize")
-	f.pool = make(chan *instance, f.cfg.Instances+1)
+	f.startWatchdog()
 	for i := range f.cfg.Instances {
 		in, err := f.newInstance(ctx)
 		if err != nil {
@@ -128,7 +129,7 @@ func (f *Filter) load(ctx context.Context, wasm []byte) error {
 				return err
 			}
 		}
-		f.pool <- in
+		f.pool.put(in)
 	}
 	return nil
 }
@@ -250,16 +251,8 @@ func (f *Filter) Close() {
 	f.mu.Unlock()
 	f.bgCancel()
 	f.wg.Wait()
-	if f.pool != nil {
-	drain:
-		for {
-			select {
-			case in := <-f.pool:
-				in.close()
-			default:
-				break drain
-			}
-		}
+	for _, in := range f.pool.drain() {
+		in.close()
 	}
 	_ = f.rt.Close(context.Background())
 	if f.cache != nil {
@@ -269,21 +262,7 @@ func (f *Filter) Close() {
 
 // acquire takes a free instance, waiting at most the call timeout.
 func (f *Filter) acquire() (*instance, error) {
-	select {
-	case in := <-f.pool:
-		return in, nil
-	default:
-	}
-	t := time.NewTimer(f.cfg.Timeout)
-	defer t.Stop()
-	select {
-	case in := <-f.pool:
-		return in, nil
-	case <-t.C:
-		return nil, ErrBusy
-	case <-f.bg.Done():
-		return nil, ErrClosed
-	}
+	return f.pool.get(f.cfg.Timeout, f.bg.Done())
 }
 
 // release puts in back in the pool, or destroys and replaces it when it
@@ -304,9 +283,9 @@ func (f *Filter) release(in *instance) {
 		in.retiring = true
 		f.stats.replaced.Add(1)
 		f.replace(in)
-		f.pool <- in
+		f.pool.put(in)
 	default:
-		f.pool <- in // never blocks: the pool holds every instance and one spare
+		f.pool.put(in)
 	}
 }
 
@@ -328,7 +307,7 @@ func (f *Filter) replace(old *instance) {
 				if old != nil {
 					old.superseded.Store(true)
 				}
-				f.pool <- in
+				f.pool.put(in)
 				return
 			}
 			if f.bg.Err() != nil {

@@ -34,7 +34,10 @@ type instance struct {
 	mod    api.Module
 	ctx    *callCtx
 	cancel context.CancelFunc
-	timer  *time.Timer
+	// seq counts calls and deadline is when the current one is stopped
+	// (monotonic nanoseconds; 0 between calls): the watchdog reads them.
+	seq      atomic.Uint64
+	deadline atomic.Int64
 
 	scratchFn, configure, start, statement, end api.Function
 
@@ -84,8 +87,6 @@ func (f *Filter) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{f: f}
 	base, cancel := context.WithCancel(context.Background())
 	in.ctx, in.cancel = &callCtx{Context: base, in: in}, cancel
-	in.timer = time.AfterFunc(time.Hour, cancel)
-	in.timer.Stop()
 
 	// Instantiation runs _initialize under a deadline of its own.
 	initCtx, initCancel := context.WithTimeout(ctx, initTimeout)
@@ -96,6 +97,7 @@ func (f *Filter) newInstance(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("instantiating: %w", err)
 	}
 	in.mod = mod
+	f.watch.add(in)
 	in.scratchFn = mod.ExportedFunction(exportScratch)
 	in.configure = mod.ExportedFunction(exportConfigure)
 	in.start = mod.ExportedFunction(exportStart)
@@ -194,11 +196,14 @@ func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 			err = fmt.Errorf("%w: filter call panicked: %v", errTrap, r)
 		}
 	}()
-	start := time.Now()
-	in.timer.Reset(KillAfter(d))
+	start := monotonic()
+	in.seq.Add(1)
+	in.deadline.Store(start + int64(KillAfter(d)))
+	in.f.watch.started()
 	err = fn.CallWithStack(in.ctx, in.stack[:])
-	fired := !in.timer.Stop()
-	if !fired && err == nil && time.Since(start) > d {
+	in.deadline.Store(0)
+	fired := in.ctx.Err() != nil
+	if !fired && err == nil && monotonic()-start > int64(d) {
 		in.late = true
 	}
 	if fired || in.ctx.Err() != nil {
@@ -259,7 +264,7 @@ func (in *instance) worn() bool {
 
 func (in *instance) close() {
 	in.dead = true
-	in.timer.Stop()
+	in.f.watch.remove(in)
 	in.cancel()
 	if in.mod != nil {
 		_ = in.mod.Close(context.Background())
