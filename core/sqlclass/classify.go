@@ -67,6 +67,14 @@ func Split(dst []Span, sql string) []Span {
 	return dst
 }
 
+// TrimLeft returns sql without the white space and comments it starts
+// with, as the classifier skips them.
+func TrimLeft(sql string) string {
+	l := lexer{src: sql}
+	l.skipSpace()
+	return sql[l.pos:]
+}
+
 // next classifies the statement at the scanner's position and consumes
 // it. It reports false for an empty statement.
 func (c *classifier) next() (Statement, bool) {

@@ -63,3 +63,18 @@ func checkSplit(t *testing.T, sql string) {
 		}
 	}
 }
+
+func TestTrimLeft(t *testing.T) {
+	for sql, want := range map[string]string{
+		"":              "",
+		"SELECT 1 -- c": "SELECT 1 -- c",
+		" \n\t-- to x\n/* a /* b */ c */ ROLLBACK": "ROLLBACK",
+		"-- only a comment":                        "",
+		"/* open":                                  "",
+		"'x' /* c */":                              "'x' /* c */",
+	} {
+		if got := TrimLeft(sql); got != want {
+			t.Errorf("TrimLeft(%q) = %q, want %q", sql, got, want)
+		}
+	}
+}
