@@ -4,6 +4,9 @@
 //	                                  a changed filter module is reloaded on its own)
 //	sluice check --config proxy.hcl   validate a configuration file
 //	sluice version                    print the version
+//	sluice filter build [-o OUT] DIR  compile the Go filter in DIR to WebAssembly
+//	sluice filter test --module F --sql FILE [...]
+//	                                  print a filter's decision for each statement of FILE
 package main
 
 import (
@@ -33,8 +36,11 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: sluice run|check|version [--config proxy.hcl]")
+		fmt.Fprintln(stderr, "usage: sluice run|check|version [--config proxy.hcl] | sluice filter build|test ...")
 		return 2
+	}
+	if args[0] == "filter" {
+		return runFilter(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("sluice "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -48,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	default:
-		fmt.Fprintf(stderr, "sluice: unknown command %q (want run, check or version)\n", args[0])
+		fmt.Fprintf(stderr, "sluice: unknown command %q (want run, check, version or filter)\n", args[0])
 		return 2
 	}
 	cfg, err := config.Load(*path, os.Environ())

@@ -42,6 +42,39 @@ func ClassifyOne(sql string) Statement {
 	return first
 }
 
+// Span is the byte range [Start, End) of one statement in a simple-query
+// string: from just after the semicolon that ends the statement before it
+// (or the start of the text) to its own terminating semicolon, excluded
+// (or the end of the text). It includes the white space and comments
+// around the statement.
+type Span struct {
+	Start, End int
+}
+
+// Split returns where the statements of a simple-query string are, as
+// Classify splits it: it appends to dst one Span per Statement Classify
+// returns, in the same order, and returns the extended slice. Like
+// Classify, it skips statements that hold only white space and comments,
+// never panics, and takes time linear in len(sql).
+func Split(dst []Span, sql string) []Span {
+	c := classifier{s: scanner{lex: lexer{src: sql}}}
+	for c.s.lex.pos < len(sql) {
+		start := c.s.lex.pos
+		if _, ok := c.next(); ok {
+			dst = append(dst, Span{Start: start, End: c.s.end})
+		}
+	}
+	return dst
+}
+
+// TrimLeft returns sql without the white space and comments it starts
+// with, as the classifier skips them.
+func TrimLeft(sql string) string {
+	l := lexer{src: sql}
+	l.skipSpace()
+	return sql[l.pos:]
+}
+
 // next classifies the statement at the scanner's position and consumes
 // it. It reports false for an empty statement.
 func (c *classifier) next() (Statement, bool) {

@@ -32,3 +32,13 @@ func ExampleClassifyOne() {
 	// CREATE TEMP TABLE true
 	// Pin temporary table, view or sequence
 }
+
+func ExampleSplit() {
+	sql := "SELECT 'a;b';\n-- then\nCREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql"
+	for _, sp := range sqlclass.Split(nil, sql) {
+		fmt.Printf("%d-%d %q\n", sp.Start, sp.End, sql[sp.Start:sp.End])
+	}
+	// Output:
+	// 0-12 "SELECT 'a;b'"
+	// 13-85 "\n-- then\nCREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql"
+}

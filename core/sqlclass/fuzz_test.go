@@ -37,6 +37,9 @@ func FuzzClassify(f *testing.F) {
 			}
 		}
 
+		// Split finds the same statements.
+		checkSplit(t, sql)
+
 		// Empty statements around the text change nothing.
 		for _, variant := range []string{sql + ";", ";" + sql, "\n" + sql} {
 			if again := Classify(nil, variant); !reflect.DeepEqual(again, got) {

@@ -19,8 +19,10 @@ type scanner struct {
 	// stop is set at a semicolon inside a block: next returns the end of a
 	// segment until the caller clears stop.
 	stop bool
-	// done is set when the statement's end has been read.
+	// done is set when the statement's end has been read; end is then the
+	// offset of its terminating semicolon, or the length of the input.
 	done bool
+	end  int
 }
 
 // start prepares the scanner for the next statement.
@@ -41,12 +43,12 @@ func (s *scanner) next() token {
 	s.afterBegin = false
 	switch t.kind {
 	case tokEOF:
-		s.done = true
+		s.done, s.end = true, t.start
 	case tokPunct:
 		switch s.lex.src[t.start] {
 		case ';':
 			if s.blocks == 0 {
-				s.done = true
+				s.done, s.end = true, t.start
 			} else {
 				s.stop = true
 			}

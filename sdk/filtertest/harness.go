@@ -20,7 +20,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sluicedb/sluice/core/session"
-	"github.com/sluicedb/sluice/core/sqlclass"
 	"github.com/sluicedb/sluice/filters"
 )
 
@@ -143,8 +142,9 @@ func (h *Harness) Start(attrs filters.SessionAttrs) (*Session, error) {
 	return &Session{p: p}, nil
 }
 
-// Session is one client session. It follows transactions as a proxy would:
-// after BEGIN the session is in a transaction until COMMIT or ROLLBACK.
+// Session is one client session. It follows transactions as a proxy would
+// (see filters.InTransactionAfter): after BEGIN the session is in a
+// transaction until COMMIT or ROLLBACK.
 // Not safe for concurrent use. Close ends it.
 type Session struct {
 	p    *filters.SessionPolicy
@@ -158,18 +158,13 @@ func (s *Session) Query(sql string) filters.Decision { return s.statement(sql, f
 func (s *Session) Prepared(sql string) filters.Decision { return s.statement(sql, true) }
 
 func (s *Session) statement(sql string, extended bool) filters.Decision {
-	st := session.Statement{
-		SQL: sql, Class: sqlclass.Classify(nil, sql), Extended: extended,
-		InTransaction: s.inTx, Borrow: !s.inTx,
-	}
+	st := filters.NewStatement(sql, s.inTx, extended)
 	d := s.Decide(&st)
-	if d.Reject == nil && len(st.Class) > 0 {
-		switch st.Class[len(st.Class)-1].Command {
-		case "BEGIN", "START TRANSACTION":
-			s.inTx = true
-		case "COMMIT", "ROLLBACK":
-			s.inTx = false
+	if d.Reject == nil {
+		if d.Rewrite != "" {
+			sql = d.Rewrite // what the server runs
 		}
+		s.inTx = filters.InTransactionAfter(sql, s.inTx)
 	}
 	return d
 }
