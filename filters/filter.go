@@ -80,7 +80,7 @@ func load(ctx context.Context, cfg Config, log *zap.Logger, m *metrics) (*Filter
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(uint32(cfg.MemoryLimit >> 16)).
-		WithMemoryCapacityFromMax(true)
+		WithMemoryCapacityFromMax(false)
 	if cfg.CacheDir != "" {
 		if f.cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
 			return nil, fmt.Errorf("filter %q: compilation cache: %w", cfg.Name, err)

@@ -31,3 +31,21 @@ func (tenantGuard) Statement(s sdk.Session, st *sdk.Statement) sdk.Decision {
 func Example() {
 	sdk.Register(tenantGuard{})
 }
+
+// byTeam serves each application's sessions from its own cluster and
+// refuses applications it does not know, when the session starts.
+type byTeam struct{}
+
+func (byTeam) SessionStart(s sdk.Session) sdk.Decision {
+	switch s.ApplicationName() {
+	case "billing":
+		return sdk.Cluster("billing")
+	case "search":
+		return sdk.Cluster("search")
+	}
+	return sdk.Reject("28000", "unknown application "+s.ApplicationName())
+}
+
+func ExampleSessionStarter() {
+	sdk.Register(byTeam{})
+}
