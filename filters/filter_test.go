@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +311,65 @@ func BenchmarkStatement(b *testing.B) {
 	// not fatal: the figures are what a proxy would have seen.
 	b.ReportMetric(float64(h.Filter.Stats().Failures), "failures")
 	b.ReportMetric(float64(h.Filter.HookStats(filters.HookStatement).Late), "late")
+}
+
+// BenchmarkStatementBetweenReads measures what a statement hook call costs
+// a proxy whose goroutine waits on a socket between statements (as a
+// session does): process CPU per loopback round trip with a call, minus
+// the same without. In a tight loop (BenchmarkStatement) the call is far
+// cheaper: here wazero's per-call watcher goroutine (WithCloseOnContextDone)
+// wakes an idle P each time.
+func BenchmarkStatementBetweenReads(b *testing.B) {
+	h := filtertest.Load(b, "../examples/filters/readwrite", filtertest.Options{Instances: 1})
+	p := forSession(b, filters.Chain{h.Filter})
+	defer p.Close()
+	sql := "SELECT id, name FROM users WHERE id = $1"
+	st := &session.Statement{SQL: sql, Class: sqlclass.Classify(nil, sql), Borrow: true}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			c.Write(buf)
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 1)
+	roundTrips := func(n int, call bool) time.Duration {
+		c0 := processCPU()
+		for range n {
+			if call {
+				p.Decide(st)
+			}
+			c.Write(buf)
+			c.Read(buf)
+		}
+		return processCPU() - c0
+	}
+	b.ResetTimer()
+	with := roundTrips(b.N, true)
+	without := roundTrips(b.N, false)
+	b.ReportMetric(float64(with.Nanoseconds())/float64(b.N), "cpu-ns/rt-with-call")
+	b.ReportMetric(float64((with-without).Nanoseconds())/float64(b.N), "cpu-ns/call")
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
