@@ -11,6 +11,7 @@ import (
 	sluiceconfig "github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/session"
 	"github.com/sluicedb/sluice/filters"
+	"github.com/sluicedb/sluice/sdk"
 	"github.com/sluicedb/sluice/sdk/filtertest"
 )
 
@@ -336,4 +337,24 @@ func FuzzLexer(f *testing.F) {
 		c := checker{l: lexer{src: src}}
 		c.run() // must end
 	})
+}
+
+// The statement hook does not allocate unless it refuses (natively, where
+// the host functions do nothing: the filter's own code is what is
+// measured).
+func TestGuardDoesNotAllocate(t *testing.T) {
+	checkDDL, ddlAllowList, ddlUsers, requireWhere = true, true, map[string]bool{"": true}, true
+	for _, st := range []sdk.Statement{
+		{SQL: "SELECT * FROM t", Command: "SELECT", Count: 1, ReadOnly: true},
+		{SQL: "UPDATE t SET a = 'x' WHERE id = (SELECT 1)", Command: "UPDATE", Count: 1},
+		{SQL: "WITH d AS (DELETE FROM t WHERE true RETURNING *) SELECT * FROM d", Command: "WITH", Count: 1},
+		{SQL: "SELECT 1; DROP TABLE t; /* comment */ DELETE FROM t WHERE $$x$$ = E'\\''", Command: "SELECT", Count: 3},
+	} {
+		if d := (guard{}).Statement(sdk.Session{}, &st); d != sdk.Default() {
+			t.Errorf("%.40q: native decision %+v, want Default", st.SQL, d)
+		}
+		if n := testing.AllocsPerRun(100, func() { guard{}.Statement(sdk.Session{}, &st) }); n != 0 {
+			t.Errorf("%.40q: %v allocations", st.SQL, n)
+		}
+	}
 }
