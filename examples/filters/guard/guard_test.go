@@ -15,6 +15,18 @@ import (
 	"github.com/sluicedb/sluice/sdk/filtertest"
 )
 
+// testTimeout is the deadline of each call in these tests: they check
+// decisions, not speed, and a busy machine (the race detector, test
+// binaries in parallel) can stall a call past the host's default 2 ms,
+// which the failure policy would then answer in the filter's place.
+const testTimeout = time.Second
+
+// load builds and loads the filter with the JSON configuration config.
+func load(t *testing.T, config string) *filtertest.Harness {
+	t.Helper()
+	return filtertest.Load(t, ".", filtertest.Options{Config: []byte(config), Timeout: testTimeout})
+}
+
 const (
 	denied  = "42501" // DDL
 	noWhere = "21000" // UPDATE or DELETE without WHERE
@@ -53,7 +65,7 @@ func run(t *testing.T, h *filtertest.Harness, user string, prepared bool, steps 
 const denyList = `{"ddl_users_denied": ["app", "reporting"]}`
 
 func TestGuardDDL(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(denyList)})
+	h := load(t, denyList)
 	ddl := []step{
 		{"CREATE TABLE t (a int)", denied},
 		{"create table t (a int)", denied},
@@ -120,7 +132,7 @@ func TestGuardDDL(t *testing.T) {
 
 // With ddl_users_allowed, only the listed users may run DDL.
 func TestGuardDDLAllowList(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"ddl_users_allowed": ["migrator"], "require_where": false}`)})
+	h := load(t, `{"ddl_users_allowed": ["migrator"], "require_where": false}`)
 	for user, want := range map[string]string{"migrator": pass, "app": denied, "Migrator": denied, "": denied} {
 		run(t, h, user, false, []step{
 			{"CREATE INDEX i ON t (a)", want},
@@ -128,12 +140,12 @@ func TestGuardDDLAllowList(t *testing.T) {
 			{"DELETE FROM t", pass}, // require_where is off
 		})
 	}
-	h = filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"ddl_users_allowed": []}`)})
+	h = load(t, `{"ddl_users_allowed": []}`)
 	run(t, h, "postgres", false, []step{{"DROP TABLE t", denied}, {"DELETE FROM t", noWhere}})
 }
 
 func TestGuardWhere(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(denyList)})
+	h := load(t, denyList)
 	steps := []step{
 		{"DELETE FROM t", noWhere},
 		{"delete from t", noWhere},
@@ -219,14 +231,14 @@ func TestGuardWhere(t *testing.T) {
 	}
 
 	// Without require_where, only DDL is checked.
-	h = filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"ddl_users_denied": ["app"], "require_where": false}`)})
+	h = load(t, `{"ddl_users_denied": ["app"], "require_where": false}`)
 	run(t, h, "app", false, []step{{"DELETE FROM t", pass}, {"UPDATE t SET a = 1", pass}, {"DROP TABLE t", denied}})
 }
 
 // A statement longer than the host's 1 MiB limit is checked as far as the
 // filter sees it: a WHERE past the cut is not known, so it is not refused.
 func TestGuardTruncated(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(denyList), Timeout: 500 * time.Millisecond})
+	h := load(t, denyList)
 	long := "UPDATE t SET a = '" + strings.Repeat("x", 1<<20) + "' WHERE id = 1"
 	run(t, h, "app", false, []step{
 		{long, pass},
@@ -266,7 +278,7 @@ func TestGuardRejectsBadConfig(t *testing.T) {
 // filter accepts and acts on.
 func TestGuardREADMEConfig(t *testing.T) {
 	cfg := readmeConfig(t, filtertest.Build(t, "."))
-	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config})
+	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config, Timeout: testTimeout})
 	if err != nil {
 		t.Fatalf("README config %s: %v", cfg.Config, err)
 	}

@@ -15,6 +15,18 @@ import (
 	"github.com/sluicedb/sluice/sdk/filtertest"
 )
 
+// testTimeout is the deadline of each call in these tests: they check
+// decisions, not speed, and a busy machine (the race detector, test
+// binaries in parallel) can stall a call past the host's default 2 ms,
+// which the failure policy would then answer in the filter's place.
+const testTimeout = time.Second
+
+// load builds and loads the filter with the JSON configuration config.
+func load(t *testing.T, config string) *filtertest.Harness {
+	t.Helper()
+	return filtertest.Load(t, ".", filtertest.Options{Config: []byte(config), Timeout: testTimeout})
+}
+
 const policy = `{"never_pin_set": ["application_name", "TimeZone"], "pin_on_functions": ["my_session_fn", "app_set_tenant"]}`
 
 // want is a pin decision: PinKeep, PinNever, or PinForce with a reason.
@@ -48,7 +60,7 @@ func check(t *testing.T, s *filtertest.Session, sql string, prepared bool, w wan
 // Calls of the chosen functions pin the session, whatever Sluice's
 // classifier says of them (a user function has no effect it can name).
 func TestPinPolicyForcesPin(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(policy)})
+	h := load(t, policy)
 	s := h.Session(t, filters.SessionAttrs{User: "app"})
 	defer s.Close()
 	for _, tc := range []struct {
@@ -95,7 +107,7 @@ func TestPinPolicyForcesPin(t *testing.T) {
 // set_config(..., false) of a listed parameter, which Sluice's classifier
 // pins, does not pin; nor do SET and RESET of one.
 func TestPinPolicyNeverPins(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(policy)})
+	h := load(t, policy)
 	s := h.Session(t, filters.SessionAttrs{User: "app"})
 	defer s.Close()
 	for _, tc := range []struct {
@@ -150,13 +162,13 @@ func TestPinPolicyNeverPins(t *testing.T) {
 
 // Each rule works alone, and reason replaces the words before the name.
 func TestPinPolicyOneRule(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"pin_on_functions": ["audit_begin"], "reason": "session state of"}`)})
+	h := load(t, `{"pin_on_functions": ["audit_begin"], "reason": "session state of"}`)
 	s := h.Session(t, filters.SessionAttrs{})
 	check(t, s, "SELECT audit_begin()", false, want{session.PinForce, "session state of audit_begin()"})
 	check(t, s, "SELECT set_config('application_name', 'x', false)", false, keep)
 	s.Close()
 
-	h = filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"never_pin_set": ["datestyle", "IntervalStyle"]}`)})
+	h = load(t, `{"never_pin_set": ["datestyle", "IntervalStyle"]}`)
 	s = h.Session(t, filters.SessionAttrs{})
 	defer s.Close()
 	check(t, s, "SELECT set_config('DateStyle', 'ISO, DMY', false)", false, never)
@@ -222,7 +234,7 @@ func TestPinPolicyDoesNotAllocate(t *testing.T) {
 // filter accepts and acts on.
 func TestPinPolicyREADMEConfig(t *testing.T) {
 	cfg := readmeConfig(t, filtertest.Build(t, "."))
-	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config})
+	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config, Timeout: testTimeout})
 	if err != nil {
 		t.Fatalf("README config %s: %v", cfg.Config, err)
 	}

@@ -15,6 +15,18 @@ import (
 	"github.com/sluicedb/sluice/sdk/filtertest"
 )
 
+// testTimeout is the deadline of each call in these tests: they check
+// decisions, not speed, and a busy machine (the race detector, test
+// binaries in parallel) can stall a call past the host's default 2 ms,
+// which the failure policy would then answer in the filter's place.
+const testTimeout = time.Second
+
+// load builds and loads the filter with the JSON configuration config.
+func load(t *testing.T, config string) *filtertest.Harness {
+	t.Helper()
+	return filtertest.Load(t, ".", filtertest.Options{Config: []byte(config), Timeout: testTimeout})
+}
+
 const byApp = `{
   "by": "application_name",
   "separator": "-",
@@ -25,7 +37,7 @@ const byApp = `{
 // Each session is served from its tenant's cluster: the session's route
 // and every statement's, whatever the statement.
 func TestTenantRoutesSessions(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(byApp)})
+	h := load(t, byApp)
 	for _, tc := range []struct{ app, want string }{
 		{"acme", "cluster_a"},
 		{"globex", "cluster_b"},
@@ -63,7 +75,7 @@ func TestTenantRoutesSessions(t *testing.T) {
 // invalid_authorization_specification, as the client sees it: FATAL
 // 28000, naming the attribute and the value.
 func TestTenantRejectsUnknown(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(byApp)})
+	h := load(t, byApp)
 	for app, msg := range map[string]string{
 		"initech":                        `no cluster for application_name "initech"`,
 		"":                               `no cluster for application_name ""`,
@@ -91,8 +103,7 @@ func TestTenantRejectsUnknown(t *testing.T) {
 // By user, with a default cluster: unknown users go to it; and without
 // either default or reject_unknown, to the listener's cluster.
 func TestTenantByUserAndFallbacks(t *testing.T) {
-	h := filtertest.Load(t, ".", filtertest.Options{Config: []byte(
-		`{"by": "user", "clusters": {"alice": "cluster_a", "bob": "cluster_b"}, "default": "shared"}`)})
+	h := load(t, `{"by": "user", "clusters": {"alice": "cluster_a", "bob": "cluster_b"}, "default": "shared"}`)
 	for user, want := range map[string]string{"alice": "cluster_a", "bob": "cluster_b", "carol": "shared", "alice-x": "shared"} {
 		s := h.Session(t, filters.SessionAttrs{User: user, ApplicationName: "bob"})
 		if got := s.Cluster(); got != want {
@@ -110,7 +121,7 @@ func TestTenantByUserAndFallbacks(t *testing.T) {
 		t.Errorf("unknown = %d, want %d", got, want)
 	}
 
-	h = filtertest.Load(t, ".", filtertest.Options{Config: []byte(`{"by": "user", "clusters": {"alice": "cluster_a"}}`)})
+	h = load(t, `{"by": "user", "clusters": {"alice": "cluster_a"}}`)
 	s := h.Session(t, filters.SessionAttrs{User: "carol"})
 	defer s.Close()
 	if got := s.Cluster(); got != "" {
@@ -155,7 +166,7 @@ func TestTenantRejectsBadConfig(t *testing.T) {
 // filter accepts and acts on.
 func TestTenantREADMEConfig(t *testing.T) {
 	cfg := readmeConfig(t, filtertest.Build(t, "."))
-	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config})
+	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config, Timeout: testTimeout})
 	if err != nil {
 		t.Fatalf("README config %s: %v", cfg.Config, err)
 	}
