@@ -227,6 +227,9 @@ func sameTypes(a, b []api.ValueType) bool {
 // Name returns the filter's name.
 func (f *Filter) Name() string { return f.cfg.Name }
 
+// Timeout is the filter's per-call timeout.
+func (f *Filter) Timeout() time.Duration { return f.cfg.Timeout }
+
 // Stats returns the filter's counts so far.
 func (f *Filter) Stats() Stats {
 	return Stats{

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,4 +344,82 @@ func TestFilterHotReloadUnderLoad(t *testing.T) {
 		t.Errorf("%d of %d transactions failed during the swaps; first: %v", n, txs.Load()+n, firstErr.Load())
 	}
 	t.Logf("%d transactions over 10 swaps, none failed", txs.Load())
+}
+
+// The tenant example sends each session to its tenant's cluster, on two
+// real PostgreSQL servers, and refuses unknown tenants at login.
+func TestFilterTenantEndToEnd(t *testing.T) {
+	mod := filtertest.Build(t, "../../examples/filters/tenant")
+	pg2 := startSecondServer(t)
+	e := newEnv(t, envOptions{
+		filters: filterBlock("tenant", mod, `timeout = "50ms"
+  config {
+    by             = "application_name"
+    separator      = "-"
+    reject_unknown = true
+    clusters {
+      acme   = "main"
+      globex = "globex"
+    }
+  }`),
+		extra: fmt.Sprintf("cluster \"globex\" {\n  writer = %q\n}\n", pg2.Addr())})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		app  string
+		port int
+	}{{"acme-web", e.pg.Port()}, {"globex-batch", pg2.Port()}, {"globex", pg2.Port()}, {"acme", e.pg.Port()}} {
+		c := e.connect(t, "application_name="+tc.app)
+		for range 3 { // every transaction, each borrowing again
+			var port int
+			if err := c.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+				t.Fatalf("%s: %v", tc.app, err)
+			}
+			if port != tc.port {
+				t.Errorf("application_name %s: served by port %d, want %d", tc.app, port, tc.port)
+			}
+		}
+	}
+	cfg, err := pgx.ParseConfig(e.url("application_name=initech"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgx.ConnectConfig(ctx, cfg)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28000" || pe.Severity != "FATAL" {
+		t.Fatalf("an unknown tenant: %v, want FATAL 28000", err)
+	}
+}
+
+// A guard rejection reaches psql as an ordinary error with the filter's
+// SQLSTATE; what the guard lets through reaches the server.
+func TestFilterGuardThroughPsql(t *testing.T) {
+	mod := filtertest.Build(t, "../../examples/filters/guard")
+	e := newEnv(t, envOptions{filters: filterBlock("guard", mod, `timeout = "50ms"
+  failure_policy = "fail_closed"
+  config {
+    ddl_users_denied = ["app"]
+  }`)})
+	psql := func(sql string) (string, error) {
+		host, port, _ := strings.Cut(e.addr, ":")
+		cmd := exec.Command("psql", "-X", "-A", "-t", "-v", "VERBOSITY=verbose", "-v", "ON_ERROR_STOP=1",
+			"-h", host, "-p", port, "-U", appUser, "-d", "appdb", "-c", sql)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tc := range []struct{ sql, want string }{
+		{"DROP TABLE IF EXISTS t", "ERROR:  42501: "},
+		{"DELETE FROM t", "ERROR:  21000: guard: DELETE requires a WHERE clause"},
+		{"UPDATE t SET a = 1", "ERROR:  21000: guard: UPDATE requires a WHERE clause"},
+		// Let through: the server answers (no such table).
+		{"DELETE FROM t WHERE a = 1", "ERROR:  42P01: relation \"t\" does not exist"},
+	} {
+		out, err := psql(tc.sql)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("psql -c %q: %v\n%s\nwant %q", tc.sql, err, out, tc.want)
+		}
+	}
+	if out, err := psql("SELECT 40 + 2"); err != nil || strings.TrimSpace(out) != "42" {
+		t.Errorf("a plain SELECT: %v %q", err, out)
+	}
 }

@@ -181,13 +181,14 @@ func (s *Session) Close() { _ = s.p.Close() }
 
 // Survive feeds the filter n generated statements (a mix of reads, writes,
 // transactions, SET, comments, odd bytes and long texts) over a few
-// sessions, and fails tb if any call fails (traps, times out, answers
-// garbage) or takes longer than the timeout plus a margin.
+// sessions, and fails tb if any call fails (traps, is stopped, answers
+// garbage) or takes longer than it may before it is stopped
+// (filters.KillAfter of the timeout) plus a margin.
 func (h *Harness) Survive(tb testing.TB, n int, seed uint64) {
 	tb.Helper()
 	before := h.Filter.Stats()
 	r := rand.New(rand.NewPCG(seed, seed^0x5eed))
-	limit := 50 * time.Millisecond
+	limit := filters.KillAfter(h.Filter.Timeout()) + 50*time.Millisecond
 	var s *Session
 	for i := range n {
 		if i%50 == 0 {
