@@ -213,8 +213,10 @@ func TestBreaker(t *testing.T) {
 	if !h.Logged("keeps failing") {
 		t.Fatalf("no breaker log after 50 panics: %v", h.Logs())
 	}
-	if traps := h.Filter.HookStats(filters.HookStatement).Traps; traps != 5 {
-		t.Errorf("the breaker opened after %d traps, want 5", traps)
+	// Under -race on a busy machine a panicking call may be stopped at its
+	// deadline before it panics: both are the filter's failures.
+	if st := h.Filter.HookStats(filters.HookStatement); st.Traps+st.Timeouts != 5 {
+		t.Errorf("the breaker opened after %d traps and %d stopped calls, want 5 in all", st.Traps, st.Timeouts)
 	}
 	start := time.Now()
 	d := s.Query("SELECT 1")
