@@ -423,3 +423,63 @@ func TestFilterGuardThroughPsql(t *testing.T) {
 		t.Errorf("a plain SELECT: %v %q", err, out)
 	}
 }
+
+// The pinpolicy example end to end: a call of a chosen function pins the
+// session (the proxy reports the filter's reason and the client keeps its
+// backend), and set_config of a reported parameter, which core alone
+// pins, does not.
+func TestFilterPinPolicyEndToEnd(t *testing.T) {
+	mod := filtertest.Build(t, "../../examples/filters/pinpolicy")
+	e := newEnv(t, envOptions{filters: filterBlock("pinpolicy", mod, `timeout = "50ms"
+  config {
+    never_pin_set    = ["application_name"]
+    pin_on_functions = ["app_set_tenant"]
+  }`)})
+	ctx := context.Background()
+	if _, err := e.connect(t).Exec(ctx, "CREATE FUNCTION app_set_tenant(t text) RETURNS text LANGUAGE sql AS $$ SELECT set_config('app.tenant', t, false) $$"); err != nil {
+		t.Fatal(err)
+	}
+	pinnedBy := func(reason string) bool {
+		for _, s := range e.proxy.Sessions() {
+			for _, r := range s.Pinned {
+				if strings.Contains(r, reason) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	// set_config of application_name: the filter says never pin.
+	c := e.connect(t)
+	if _, err := c.Exec(ctx, "SELECT set_config('application_name', 'reports', false)"); err != nil {
+		t.Fatal(err)
+	}
+	if pinnedBy("set_config") {
+		t.Errorf("set_config('application_name', ...) pinned the session: %+v", e.proxy.Sessions())
+	}
+	var app string
+	if err := c.QueryRow(ctx, "SHOW application_name").Scan(&app); err != nil || app != "reports" {
+		t.Errorf("application_name after set_config: %q %v, want it carried over", app, err)
+	}
+	// The same for a parameter the filter does not list: core pins.
+	if _, err := c.Exec(ctx, "SELECT set_config('search_path', 'public', false)"); err != nil {
+		t.Fatal(err)
+	}
+	if !pinnedBy("set_config") {
+		t.Errorf("set_config('search_path', ...) did not pin: %+v", e.proxy.Sessions())
+	}
+	// A call of a chosen function pins with the filter's reason.
+	d := e.connect(t)
+	if _, err := d.Exec(ctx, "SELECT app_set_tenant('acme')"); err != nil {
+		t.Fatal(err)
+	}
+	if !pinnedBy("app_set_tenant") {
+		t.Fatalf("no session pinned by app_set_tenant: %+v", e.proxy.Sessions())
+	}
+	var tenant string
+	for range 5 { // the pinned session keeps the backend that holds its state
+		if err := d.QueryRow(ctx, "SELECT current_setting('app.tenant')").Scan(&tenant); err != nil || tenant != "acme" {
+			t.Fatalf("the pinned session lost its state: %q %v", tenant, err)
+		}
+	}
+}
