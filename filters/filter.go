@@ -329,7 +329,7 @@ func (f *Filter) replace(old *instance) {
 
 // failed records a failed call of a hook: it counts it, feeds the
 // breaker, and logs.
-func (f *Filter) failed(hook int, err error) {
+func (f *Filter) failed(hook int, s *sessionState, err error) {
 	f.stats.failures.Add(1)
 	f.m.failed(hook, err)
 	if errors.Is(err, ErrTimeout) {
@@ -344,7 +344,7 @@ func (f *Filter) failed(hook int, err error) {
 		f.log.Debug("no filter instance free", zap.String("hook", hookNames[hook]))
 		return
 	}
-	if d := f.breaker.failure(); d > 0 {
+	if d := f.breaker.failure(s); d > 0 {
 		f.stats.trips.Add(1)
 		f.m.trips.Add(1)
 		f.log.Error("filter keeps failing: skipping it", zap.String("hook", hookNames[hook]),
@@ -411,7 +411,7 @@ func (f *Filter) sessionHook(s *sessionState, start bool, v *verdict) error {
 	}
 	f.m.observe(hook, time.Since(t0))
 	if err != nil {
-		f.failed(hook, err)
+		f.failed(hook, s, err)
 		return err
 	}
 	f.breaker.success()
@@ -460,7 +460,7 @@ func (f *Filter) statement(s *sessionState, st *session.Statement, v *verdict) e
 	}
 	f.m.observe(hookStatement, time.Since(t0))
 	if err != nil {
-		f.failed(hookStatement, err)
+		f.failed(hookStatement, s, err)
 		return err
 	}
 	f.breaker.success()

@@ -28,7 +28,7 @@ const (
 
 // margin is how late past its deadline a failing call may return on a busy
 // two-core machine.
-const margin = 30 * time.Millisecond
+const margin = 60 * time.Millisecond
 
 // forSession starts a session of attrs() on c, or fails tb.
 func forSession(tb testing.TB, c filters.Chain) *filters.SessionPolicy {
@@ -199,24 +199,27 @@ func TestFaults(t *testing.T) {
 
 func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
-// TestBreaker: a filter failing again and again is skipped, logged, and
-// every skipped call is answered at once.
+// TestBreaker: a filter failing again and again, for more than one
+// session, is skipped, logged, and every skipped call is answered at once;
+// one session's failures alone do not open it.
 func TestBreaker(t *testing.T) {
 	h := filtertest.Load(t, kitchen, filtertest.Options{FailurePolicy: filters.FailClosed, Instances: 2})
-	s := h.Session(t, attrs())
+	s, other := h.Session(t, attrs()), h.Session(t, attrs())
 	defer s.Close()
+	defer other.Close()
+	for range 8 {
+		s.Query("panic")
+	}
+	if h.Logged("keeps failing") {
+		t.Fatal("one session's failures opened the breaker")
+	}
 	// A call that finds no instance free (both being replaced) is not the
 	// filter's fault and does not feed the breaker: panic until it trips.
 	for i := 0; i < 50 && !h.Logged("keeps failing"); i++ {
-		s.Query("panic")
+		[]*filtertest.Session{other, s}[i%2].Query("panic")
 	}
 	if !h.Logged("keeps failing") {
-		t.Fatalf("no breaker log after 50 panics: %v", h.Logs())
-	}
-	// Under -race on a busy machine a panicking call may be stopped at its
-	// deadline before it panics: both are the filter's failures.
-	if st := h.Filter.HookStats(filters.HookStatement); st.Traps+st.Timeouts != 5 {
-		t.Errorf("the breaker opened after %d traps and %d stopped calls, want 5 in all", st.Traps, st.Timeouts)
+		t.Fatalf("no breaker log after 50 panics from two sessions: %v", h.Logs())
 	}
 	start := time.Now()
 	d := s.Query("SELECT 1")
