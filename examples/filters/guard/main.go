@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/sluicedb/sluice/sdk"
+	"github.com/sluicedb/sluice/sdk/sqllex"
 )
 
 // guard is the filter. Its only state is its configuration, the same on
@@ -90,11 +91,11 @@ func (guard) Statement(s sdk.Session, st *sdk.Statement) sdk.Decision {
 	if st.Truncated {
 		sdk.Count("truncated", 1)
 	}
-	c := checker{l: lexer{src: st.SQL}, s: s, truncated: st.Truncated}
+	c := checker{l: sqllex.Lexer{Src: st.SQL}, s: s, truncated: st.Truncated}
 	switch f := c.run(); f.what {
 	case refuseDDL:
 		sdk.Count("refused_ddl", 1)
-		return sdk.Reject(codeInsufficientPrivilege, "guard: DDL ("+strings.ToUpper(st.SQL[f.at.start:f.at.end])+
+		return sdk.Reject(codeInsufficientPrivilege, "guard: DDL ("+strings.ToUpper(st.SQL[f.at.Start:f.at.End])+
 			") is not allowed for user "+strconv.Quote(c.user))
 	case refuseSelectInto:
 		sdk.Count("refused_ddl", 1)
@@ -134,15 +135,15 @@ const (
 	refuseUpdate
 )
 
-// finding is a refusal and the token it is about.
+// finding is a refusal and the sqllex.Token it is about.
 type finding struct {
 	what refusal
-	at   token
+	at   sqllex.Token
 }
 
 // checker reads the statements of one text in turn.
 type checker struct {
-	l         lexer
+	l         sqllex.Lexer
 	s         sdk.Session
 	user      string // the session's user, once known
 	userKnown bool
@@ -175,27 +176,27 @@ func (c *checker) run() finding {
 // semicolon, and reports whether another may follow.
 func (c *checker) statement() (finding, bool) {
 	l := &c.l
-	t := c.skipPrefix(l.next())
+	t := c.skipPrefix(l.Next())
 	head := t
 	if c.isDDL(head) && c.ddlDenied() {
 		return finding{refuseDDL, head}, true
 	}
-	selects := l.is(head, "select") || l.is(head, "with") || l.punct(head, '(') // may be SELECT ... INTO
-	creates := l.is(head, "create")                                             // may have a BEGIN ATOMIC body
+	selects := l.Is(head, "select") || l.Is(head, "with") || l.IsPunct(head, '(') // may be SELECT ... INTO
+	creates := l.Is(head, "create")                                               // may have a BEGIN ATOMIC body
 	var open [maxOpen]modifying
 	n, depth, atomic := 0, 0, 0
-	prev := token{kind: tokEOF}
+	prev := sqllex.Token{Kind: sqllex.EOF}
 	// A switch on the kind, then on one byte or the length, keeps the
-	// branches per token few: they are what a token costs in the host.
-	for ; ; prev, t = t, l.next() {
-		switch t.kind {
-		case tokEOF:
+	// branches per sqllex.Token few: they are what a sqllex.Token costs in the host.
+	for ; ; prev, t = t, l.Next() {
+		switch t.Kind {
+		case sqllex.EOF:
 			if c.truncated {
 				n = 0 // the rest of the statement, WHERE maybe, is not known
 			}
 			return closeTo(&open, &n, 0), false
-		case tokPunct:
-			switch l.src[t.start] {
+		case sqllex.Punct:
+			switch l.Src[t.Start] {
 			case ';':
 				if atomic == 0 {
 					return closeTo(&open, &n, 0), true
@@ -208,34 +209,34 @@ func (c *checker) statement() (finding, bool) {
 				}
 				depth = max(depth-1, 0)
 			}
-		case tokWord:
-			switch t.end - t.start {
+		case sqllex.Word:
+			switch t.End - t.Start {
 			case 3:
-				if atomic > 0 && l.is(t, "end") {
+				if atomic > 0 && l.Is(t, "end") {
 					atomic--
 				}
 			case 4:
 				switch {
-				case atomic > 0 && l.is(t, "case"):
+				case atomic > 0 && l.Is(t, "case"):
 					atomic++
-				case l.is(t, "into"):
-					if selects && depth == 0 && !l.is(prev, "insert") && !l.is(prev, "merge") && !c.intoTemp() && c.ddlDenied() {
+				case l.Is(t, "into"):
+					if selects && depth == 0 && !l.Is(prev, "insert") && !l.Is(prev, "merge") && !c.intoTemp() && c.ddlDenied() {
 						return finding{refuseSelectInto, t}, false
 					}
 				}
 			case 5:
 				switch {
-				case l.is(t, "where"):
+				case l.Is(t, "where"):
 					if n > 0 && open[n-1].depth == depth {
 						open[n-1].where = true
 					}
-				case creates && atomic == 0 && depth == 0 && l.is(t, "begin"):
-					if la := *l; la.is(la.next(), "atomic") {
+				case creates && atomic == 0 && depth == 0 && l.Is(t, "begin"):
+					if la := *l; la.Is(la.Next(), "atomic") {
 						atomic = 1 // a function body: its statements run when it is called
 					}
 				}
 			case 6:
-				if !requireWhere || atomic > 0 || t != head && !l.punct(prev, '(') && !l.punct(prev, ')') {
+				if !requireWhere || atomic > 0 || t != head && !l.IsPunct(prev, '(') && !l.IsPunct(prev, ')') {
 					break
 				}
 				what := c.modifies(t)
@@ -266,36 +267,36 @@ func closeTo(open *[maxOpen]modifying, n *int, depth int) finding {
 	return finding{}
 }
 
-// skipPrefix returns the first token of the statement that EXPLAIN [ANALYZE]
+// skipPrefix returns the first sqllex.Token of the statement that EXPLAIN [ANALYZE]
 // [VERBOSE], EXPLAIN (options) or PREPARE name [(types)] AS introduce, or
 // t when there is no such prefix. EXPLAIN's statement is checked as if it
 // ran, ANALYZE or not.
-func (c *checker) skipPrefix(t token) token {
+func (c *checker) skipPrefix(t sqllex.Token) sqllex.Token {
 	l := &c.l
 	for {
 		switch {
-		case l.is(t, "explain"):
-			t = l.next()
-			if l.punct(t, '(') {
+		case l.Is(t, "explain"):
+			t = l.Next()
+			if l.IsPunct(t, '(') {
 				t = skipParens(l)
 			}
-			for l.is(t, "analyze") || l.is(t, "analyse") || l.is(t, "verbose") {
-				t = l.next()
+			for l.Is(t, "analyze") || l.Is(t, "analyse") || l.Is(t, "verbose") {
+				t = l.Next()
 			}
-		case l.is(t, "prepare"):
+		case l.Is(t, "prepare"):
 			la := *l
-			if !isName(la.next()) {
+			if !sqllex.IsName(la.Next()) {
 				return t
 			}
-			as := la.next()
-			if la.punct(as, '(') {
+			as := la.Next()
+			if la.IsPunct(as, '(') {
 				as = skipParens(&la)
 			}
-			if !la.is(as, "as") {
+			if !la.Is(as, "as") {
 				return t // PREPARE TRANSACTION 'id', or not SQL
 			}
 			*l = la
-			t = l.next()
+			t = l.Next()
 		default:
 			return t
 		}
@@ -303,45 +304,45 @@ func (c *checker) skipPrefix(t token) token {
 }
 
 // skipParens reads up to the parenthesis that closes the one just read and
-// returns the token after it (or a semicolon or the end, if first).
-func skipParens(l *lexer) token {
+// returns the sqllex.Token after it (or a semicolon or the end, if first).
+func skipParens(l *sqllex.Lexer) sqllex.Token {
 	for depth := 1; ; {
-		t := l.next()
+		t := l.Next()
 		switch {
-		case t.kind == tokEOF || l.punct(t, ';'):
+		case t.Kind == sqllex.EOF || l.IsPunct(t, ';'):
 			return t
-		case l.punct(t, '('):
+		case l.IsPunct(t, '('):
 			depth++
-		case l.punct(t, ')'):
+		case l.IsPunct(t, ')'):
 			if depth--; depth == 0 {
-				return l.next()
+				return l.Next()
 			}
 		}
 	}
 }
 
-// isDDL reports whether a statement whose first token is t defines or
+// isDDL reports whether a statement whose first sqllex.Token is t defines or
 // changes objects or privileges. Temporary tables, views and sequences,
 // which no other session sees, are not DDL here.
-func (c *checker) isDDL(t token) bool {
-	if !checkDDL || t.kind != tokWord {
+func (c *checker) isDDL(t sqllex.Token) bool {
+	if !checkDDL || t.Kind != sqllex.Word {
 		return false
 	}
 	l := &c.l
 	switch {
-	case l.is(t, "create"):
+	case l.Is(t, "create"):
 		la := *l
-		n := la.next()
-		if la.is(n, "or") { // OR REPLACE
-			la.next()
-			n = la.next()
+		n := la.Next()
+		if la.Is(n, "or") { // OR REPLACE
+			la.Next()
+			n = la.Next()
 		}
-		if la.is(n, "global") || la.is(n, "local") {
-			n = la.next()
+		if la.Is(n, "global") || la.Is(n, "local") {
+			n = la.Next()
 		}
-		return !la.is(n, "temp") && !la.is(n, "temporary")
-	case l.is(t, "alter"), l.is(t, "drop"), l.is(t, "truncate"), l.is(t, "comment"), l.is(t, "grant"),
-		l.is(t, "revoke"), l.is(t, "security"), l.is(t, "import"), l.is(t, "reassign"):
+		return !la.Is(n, "temp") && !la.Is(n, "temporary")
+	case l.Is(t, "alter"), l.Is(t, "drop"), l.Is(t, "truncate"), l.Is(t, "comment"), l.Is(t, "grant"),
+		l.Is(t, "revoke"), l.Is(t, "security"), l.Is(t, "import"), l.Is(t, "reassign"):
 		return true
 	}
 	return false
@@ -352,18 +353,18 @@ func (c *checker) isDDL(t token) bool {
 // or a table in pg_temp. A bare INTO temp names a table called temp.
 func (c *checker) intoTemp() bool {
 	la := c.l
-	t := la.next()
-	if la.is(t, "global") || la.is(t, "local") {
-		t = la.next()
+	t := la.Next()
+	if la.Is(t, "global") || la.Is(t, "local") {
+		t = la.Next()
 	}
-	if la.is(t, "temp") || la.is(t, "temporary") {
-		n := la.next()
-		return n.kind == tokQuoted || n.kind == tokWord && !la.is(n, "from")
+	if la.Is(t, "temp") || la.Is(t, "temporary") {
+		n := la.Next()
+		return n.Kind == sqllex.Quoted || n.Kind == sqllex.Word && !la.Is(n, "from")
 	}
-	for la.is(t, "unlogged") || la.is(t, "table") {
-		t = la.next()
+	for la.Is(t, "unlogged") || la.Is(t, "table") {
+		t = la.Next()
 	}
-	return la.is(t, "pg_temp") && la.punct(la.next(), '.')
+	return la.Is(t, "pg_temp") && la.IsPunct(la.Next(), '.')
 }
 
 // modifies returns the refusal for the UPDATE or DELETE statement that
@@ -371,38 +372,38 @@ func (c *checker) intoTemp() bool {
 // name [*] [[AS] alias] SET. So FOR UPDATE, ON DELETE CASCADE, GRANT
 // UPDATE, DO UPDATE SET (of ON CONFLICT) or a column called "update" do
 // not count.
-func (c *checker) modifies(t token) refusal {
+func (c *checker) modifies(t sqllex.Token) refusal {
 	la := c.l // a copy, to look ahead
 	switch {
-	case la.is(t, "delete"):
-		if la.is(la.next(), "from") {
+	case la.Is(t, "delete"):
+		if la.Is(la.Next(), "from") {
 			return refuseDelete
 		}
-	case la.is(t, "update"):
-		n := la.next()
-		if la.is(n, "only") {
-			n = la.next()
+	case la.Is(t, "update"):
+		n := la.Next()
+		if la.Is(n, "only") {
+			n = la.Next()
 		}
-		if !isName(n) {
+		if !sqllex.IsName(n) {
 			return refuseNothing
 		}
-		n = la.next()
-		for la.punct(n, '.') { // schema.table
-			if !isName(la.next()) {
+		n = la.Next()
+		for la.IsPunct(n, '.') { // schema.table
+			if !sqllex.IsName(la.Next()) {
 				return refuseNothing
 			}
-			n = la.next()
+			n = la.Next()
 		}
-		if la.punct(n, '*') {
-			n = la.next()
+		if la.IsPunct(n, '*') {
+			n = la.Next()
 		}
-		if la.is(n, "set") {
+		if la.Is(n, "set") {
 			return refuseUpdate
 		}
-		if la.is(n, "as") {
-			n = la.next()
+		if la.Is(n, "as") {
+			n = la.Next()
 		}
-		if isName(n) && la.is(la.next(), "set") {
+		if sqllex.IsName(n) && la.Is(la.Next(), "set") {
 			return refuseUpdate
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/sluicedb/sluice/sdk"
+	"github.com/sluicedb/sluice/sdk/sqllex"
 )
 
 // pinPolicy is the filter. Its only state is its configuration, the same
@@ -138,7 +139,7 @@ const reasonSetConfig = 3
 // mayCall reports whether the text may call a function of pinFuncs: a
 // quick look at each opening parenthesis and what stands before it, so
 // that a long statement with no such call (a bulk INSERT) is not read
-// token by token. It may answer true for text that calls none (a name in a
+// sqllex.Token by sqllex.Token. It may answer true for text that calls none (a name in a
 // string); calls decides.
 func mayCall(sql string) bool {
 	for i := 0; ; i++ {
@@ -157,13 +158,13 @@ func mayCall(sql string) bool {
 		switch c := sql[k-1]; {
 		case c == '\n', c == '/', c == '"':
 			return true // after a comment (--, /* */) or a quoted name: let calls read it
-		case isIdentChar(c):
+		case sqllex.IsIdentChar(c):
 			w := k - 1
-			for w > 0 && k-w <= maxFuncLen && isIdentChar(sql[w-1]) {
+			for w > 0 && k-w <= maxFuncLen && sqllex.IsIdentChar(sql[w-1]) {
 				w--
 			}
 			word := sql[w:k]
-			if isDigit(word[0]) || strings.IndexByte(word, '$') >= 0 {
+			if sqllex.IsDigit(word[0]) || strings.IndexByte(word, '$') >= 0 {
 				return true // where the tokenizer's word starts is not plain: let calls read it
 			}
 			var buf [64]byte
@@ -178,14 +179,14 @@ func mayCall(sql string) bool {
 // text calls: its name, or its name quoted, followed by an opening
 // parenthesis, outside strings and comments, whatever its schema.
 func calls(sql string) (string, bool) {
-	l := lexer{src: sql}
-	var prev token
+	l := sqllex.Lexer{Src: sql}
+	var prev sqllex.Token
 	var buf [64]byte
-	for t := l.next(); t.kind != tokEOF; prev, t = t, l.next() {
-		if !l.punct(t, '(') {
+	for t := l.Next(); t.Kind != sqllex.EOF; prev, t = t, l.Next() {
+		if !l.IsPunct(t, '(') {
 			continue
 		}
-		if reason, ok := pinFuncs[string(l.name(buf[:0], prev))]; ok {
+		if reason, ok := pinFuncs[string(name(buf[:0], l.Src, prev))]; ok {
 			return reason, true
 		}
 	}
@@ -198,23 +199,23 @@ func calls(sql string) (string, bool) {
 // ... INTO TEMP pins). Any other call, or anything before a parenthesis
 // that may be one, makes it false.
 func onlySetsListed(sql string) bool {
-	l := lexer{src: sql}
-	var prev, prev2, prev3 token
+	l := sqllex.Lexer{Src: sql}
+	var prev, prev2, prev3 sqllex.Token
 	var buf [64]byte
 	calls := 0
-	for t := l.next(); t.kind != tokEOF; prev3, prev2, prev, t = prev2, prev, t, l.next() {
-		if l.is(t, "into") {
+	for t := l.Next(); t.Kind != sqllex.EOF; prev3, prev2, prev, t = prev2, prev, t, l.Next() {
+		if l.Is(t, "into") {
 			return false
 		}
-		if !l.punct(t, '(') || !isName(prev) {
+		if !l.IsPunct(t, '(') || !sqllex.IsName(prev) {
 			continue
 		}
-		if string(l.name(buf[:0], prev)) != "set_config" ||
-			l.punct(prev2, '.') && string(l.name(buf[:0], prev3)) != "pg_catalog" {
+		if string(name(buf[:0], l.Src, prev)) != "set_config" ||
+			l.IsPunct(prev2, '.') && string(name(buf[:0], l.Src, prev3)) != "pg_catalog" {
 			return false
 		}
 		la := l
-		if !neverPin[string(la.constant(buf[:0], la.next()))] || !la.punct(la.next(), ',') {
+		if !neverPin[string(constant(buf[:0], la.Src, la.Next()))] || !la.IsPunct(la.Next(), ',') {
 			return false
 		}
 		calls++
@@ -225,37 +226,37 @@ func onlySetsListed(sql string) bool {
 // setsListed reports whether the text is SET [SESSION] name {TO | =} ...,
 // SET TIME ZONE ... or RESET name, of a parameter of neverPin.
 func setsListed(sql string) bool {
-	l := lexer{src: sql}
+	l := sqllex.Lexer{Src: sql}
 	var buf [64]byte
-	verb := l.next()
-	t := l.next()
+	verb := l.Next()
+	t := l.Next()
 	switch {
-	case l.is(verb, "reset"):
-		end := l.next()
-		return neverPin[string(l.name(buf[:0], t))] && (end.kind == tokEOF || l.punct(end, ';'))
-	case !l.is(verb, "set"):
+	case l.Is(verb, "reset"):
+		end := l.Next()
+		return neverPin[string(name(buf[:0], l.Src, t))] && (end.Kind == sqllex.EOF || l.IsPunct(end, ';'))
+	case !l.Is(verb, "set"):
 		return false
 	}
-	if l.is(t, "session") {
-		t = l.next()
+	if l.Is(t, "session") {
+		t = l.Next()
 	}
-	if l.is(t, "time") {
-		return l.is(l.next(), "zone") && neverPin["timezone"]
+	if l.Is(t, "time") {
+		return l.Is(l.Next(), "zone") && neverPin["timezone"]
 	}
-	op := l.next()
-	return neverPin[string(l.name(buf[:0], t))] && (l.punct(op, '=') || l.is(op, "to"))
+	op := l.Next()
+	return neverPin[string(name(buf[:0], l.Src, t))] && (l.IsPunct(op, '=') || l.Is(op, "to"))
 }
 
 // name appends to buf the name that a word or a quoted identifier
 // (without Unicode escapes) spells, in lower case for a word, and returns
 // it; it returns buf unchanged for any other token. Callers look it up as
 // string(b), which does not allocate.
-func (l *lexer) name(buf []byte, t token) []byte {
-	w := l.src[t.start:t.end]
+func name(buf []byte, src string, t sqllex.Token) []byte {
+	w := src[t.Start:t.End]
 	switch {
-	case t.kind == tokQuoted && len(w) >= 2 && w[0] == '"' && w[len(w)-1] == '"':
+	case t.Kind == sqllex.Quoted && len(w) >= 2 && w[0] == '"' && w[len(w)-1] == '"':
 		return append(buf, w[1:len(w)-1]...) // a doubled "" inside matches no name
-	case t.kind == tokWord:
+	case t.Kind == sqllex.Word:
 		return fold(buf, w)
 	}
 	return buf
@@ -263,9 +264,9 @@ func (l *lexer) name(buf []byte, t token) []byte {
 
 // constant appends to buf the text of a plain string constant ('...') in
 // lower case, and returns it; it returns buf unchanged for any other token.
-func (l *lexer) constant(buf []byte, t token) []byte {
-	w := l.src[t.start:t.end]
-	if t.kind != tokString || len(w) < 2 || w[0] != '\'' || w[len(w)-1] != '\'' {
+func constant(buf []byte, src string, t sqllex.Token) []byte {
+	w := src[t.Start:t.End]
+	if t.Kind != sqllex.String || len(w) < 2 || w[0] != '\'' || w[len(w)-1] != '\'' {
 		return buf
 	}
 	return fold(buf, w[1:len(w)-1])
@@ -294,7 +295,7 @@ func isLowerIdent(s string) bool {
 		return false
 	}
 	for i := 1; i < len(s); i++ {
-		if c := s[i]; !(c == '_' || c == '$' || 'a' <= c && c <= 'z' || isDigit(c)) {
+		if c := s[i]; !(c == '_' || c == '$' || 'a' <= c && c <= 'z' || sqllex.IsDigit(c)) {
 			return false
 		}
 	}

@@ -1,122 +1,125 @@
-package main
+// Package sqllex splits PostgreSQL SQL text into tokens for filters: it
+// tells code from strings, quoted identifiers and comments without
+// allocating, so that a filter can look for key words and function calls
+// where they really are. It builds for wasip1 like the rest of the SDK.
+package sqllex
 
 import "strings"
 
-// tokKind is the kind of a token.
-type tokKind uint8
+// Kind is the kind of a Token.
+type Kind uint8
 
 const (
-	tokEOF    tokKind = iota
-	tokWord           // a key word or an unquoted identifier
-	tokQuoted         // a quoted identifier: "..." or U&"..."
-	tokString         // a constant: '...', E'...', B'...', X'...', N'...', U&'...', $tag$...$tag$
-	tokNumber         // a numeric constant
-	tokParam          // a parameter: $1
-	tokPunct          // one byte of anything else: ( ) ; , . * = ...
+	EOF    Kind = iota
+	Word        // a key word or an unquoted identifier
+	Quoted      // a quoted identifier: "..." or U&"..."
+	String      // a constant: '...', E'...', B'...', X'...', N'...', U&'...', $tag$...$tag$
+	Number      // a numeric constant
+	Param       // a parameter: $1
+	Punct       // one byte of anything else: ( ) ; , . * = ...
 )
 
-// token is a span of the text, src[start:end].
-type token struct {
-	kind       tokKind
-	start, end int
+// Token is a span of the text, Src[Start:End].
+type Token struct {
+	Kind       Kind
+	Start, End int
 }
 
-// lexer splits SQL text into tokens (the same as the guard example's:
-// each example stands alone), skipping white space and comments
+// Lexer splits SQL text into tokens, skipping white space and comments
 // (-- to the end of the line, and /* */, which nest). It follows
 // PostgreSQL's lexical rules closely enough to tell code from strings,
 // quoted identifiers and comments
 // (https://www.postgresql.org/docs/current/sql-syntax-lexical.html), with
 // standard_conforming_strings on: a backslash escapes only in E'...'. It
 // never fails and never allocates: text that ends inside a string or a
-// comment ends the token there. Its time is linear in the text.
-type lexer struct {
-	src string
-	pos int
+// comment ends the Token there. Its time is linear in the text.
+type Lexer struct {
+	Src string // the text
+	Pos int    // where the next token is looked for
 }
 
-// next returns the next token, of kind tokEOF at the end.
-func (l *lexer) next() token {
-	src := l.src
-	for l.pos < len(src) {
-		switch c := src[l.pos]; {
+// Next returns the next Token, of kind EOF at the end.
+func (l *Lexer) Next() Token {
+	src := l.Src
+	for l.Pos < len(src) {
+		switch c := src[l.Pos]; {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
-			l.pos++
-		case c == '-' && l.at(l.pos+1) == '-':
-			if i := strings.IndexByte(src[l.pos:], '\n'); i >= 0 {
-				l.pos += i + 1
+			l.Pos++
+		case c == '-' && l.at(l.Pos+1) == '-':
+			if i := strings.IndexByte(src[l.Pos:], '\n'); i >= 0 {
+				l.Pos += i + 1
 			} else {
-				l.pos = len(src)
+				l.Pos = len(src)
 			}
-		case c == '/' && l.at(l.pos+1) == '*':
-			l.pos = skipComment(src, l.pos)
+		case c == '/' && l.at(l.Pos+1) == '*':
+			l.Pos = skipComment(src, l.Pos)
 		default:
 			return l.scan()
 		}
 	}
-	return token{kind: tokEOF, start: len(src), end: len(src)}
+	return Token{Kind: EOF, Start: len(src), End: len(src)}
 }
 
 // at returns the byte at i, or 0 past the end.
-func (l *lexer) at(i int) byte {
-	if i < len(l.src) {
-		return l.src[i]
+func (l *Lexer) at(i int) byte {
+	if i < len(l.Src) {
+		return l.Src[i]
 	}
 	return 0
 }
 
-// scan reads the token that starts at l.pos, which is not white space or
+// scan reads the Token that starts at l.Pos, which is not white space or
 // a comment.
-func (l *lexer) scan() token {
-	src, start := l.src, l.pos
-	kind := tokPunct
+func (l *Lexer) scan() Token {
+	src, start := l.Src, l.Pos
+	kind := Punct
 	end := start + 1
 	switch c := src[start]; {
 	case c == '\'':
-		kind, end = tokString, closeQuote(src, start+1, '\'', false)
+		kind, end = String, closeQuote(src, start+1, '\'', false)
 	case c == '"':
-		kind, end = tokQuoted, closeQuote(src, start+1, '"', false)
+		kind, end = Quoted, closeQuote(src, start+1, '"', false)
 	case c == '$':
-		if isDigit(l.at(start + 1)) {
-			kind, end = tokParam, start+1
-			for end < len(src) && isDigit(src[end]) {
+		if IsDigit(l.at(start + 1)) {
+			kind, end = Param, start+1
+			for end < len(src) && IsDigit(src[end]) {
 				end++
 			}
 		} else if e, ok := dollarQuote(src, start); ok {
-			kind, end = tokString, e
+			kind, end = String, e
 		}
-	case isDigit(c) || c == '.' && isDigit(l.at(start+1)):
-		kind, end = tokNumber, start
+	case IsDigit(c) || c == '.' && IsDigit(l.at(start+1)):
+		kind, end = Number, start
 		for end < len(src) {
 			ch := src[end]
 			if (ch == 'e' || ch == 'E') && (l.at(end+1) == '+' || l.at(end+1) == '-') {
 				end += 2
-			} else if isIdentStart(ch) || isDigit(ch) || ch == '.' {
+			} else if IsIdentStart(ch) || IsDigit(ch) || ch == '.' {
 				end++
 			} else {
 				break
 			}
 		}
-	case isIdentStart(c):
-		kind, end = tokWord, start+1
-		for end < len(src) && isIdentChar(src[end]) {
+	case IsIdentStart(c):
+		kind, end = Word, start+1
+		for end < len(src) && IsIdentChar(src[end]) {
 			end++
 		}
 		if end == start+1 { // a one-letter word may prefix a string: E'...', U&'...'
 			switch next := l.at(end); {
 			case next == '\'' && (c == 'e' || c == 'E'):
-				kind, end = tokString, closeQuote(src, end+1, '\'', true)
+				kind, end = String, closeQuote(src, end+1, '\'', true)
 			case next == '\'' && strings.IndexByte("bBxXnN", c) >= 0:
-				kind, end = tokString, closeQuote(src, end+1, '\'', false)
+				kind, end = String, closeQuote(src, end+1, '\'', false)
 			case next == '&' && (c == 'u' || c == 'U') && l.at(end+1) == '\'':
-				kind, end = tokString, closeQuote(src, end+2, '\'', false)
+				kind, end = String, closeQuote(src, end+2, '\'', false)
 			case next == '&' && (c == 'u' || c == 'U') && l.at(end+1) == '"':
-				kind, end = tokQuoted, closeQuote(src, end+2, '"', false)
+				kind, end = Quoted, closeQuote(src, end+2, '"', false)
 			}
 		}
 	}
-	l.pos = end
-	return token{kind: kind, start: start, end: end}
+	l.Pos = end
+	return Token{Kind: kind, Start: start, End: end}
 }
 
 // closeQuote returns the index just after the quote q that closes the
@@ -125,8 +128,7 @@ func (l *lexer) scan() token {
 //
 // It looks for quotes with strings.IndexByte rather than byte by byte: in
 // Sluice's host a loop of Go code costs tens of nanoseconds an iteration
-// (see the guard example's README.md), the standard library's searches
-// much less.
+// (see README.md), the standard library's searches much less.
 func closeQuote(src string, i int, q byte, backslash bool) int {
 	for i < len(src) {
 		j := strings.IndexByte(src[i:], q)
@@ -163,7 +165,7 @@ func escaped(src string, i, j int) bool {
 func dollarQuote(src string, i int) (int, bool) {
 	j := i + 1
 	for j < len(src) && src[j] != '$' {
-		if !isIdentChar(src[j]) || j == i+1 && isDigit(src[j]) {
+		if !IsIdentChar(src[j]) || j == i+1 && IsDigit(src[j]) {
 			return 0, false
 		}
 		j++
@@ -204,15 +206,15 @@ func skipComment(src string, i int) int {
 	return len(src)
 }
 
-// is reports whether t is the key word kw, given in lower case, in any
+// Is reports whether t is the key word kw, given in lower case, in any
 // case. Only ASCII letters fold, as in PostgreSQL's key words
 // (strings.EqualFold would also take "ſ" for "s").
-func (l *lexer) is(t token, kw string) bool {
-	if t.kind != tokWord || t.end-t.start != len(kw) {
+func (l *Lexer) Is(t Token, kw string) bool {
+	if t.Kind != Word || t.End-t.Start != len(kw) {
 		return false
 	}
 	for i := 0; i < len(kw); i++ {
-		c := l.src[t.start+i]
+		c := l.Src[t.Start+i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
@@ -223,20 +225,21 @@ func (l *lexer) is(t token, kw string) bool {
 	return true
 }
 
-// punct reports whether t is the punctuation c.
-func (l *lexer) punct(t token, c byte) bool {
-	return t.kind == tokPunct && l.src[t.start] == c
+// IsPunct reports whether t is the punctuation c.
+func (l *Lexer) IsPunct(t Token, c byte) bool {
+	return t.Kind == Punct && l.Src[t.Start] == c
 }
 
-// isName reports whether t can name a table or column.
-func isName(t token) bool { return t.kind == tokWord || t.kind == tokQuoted }
+// IsName reports whether t can name a table or column.
+func IsName(t Token) bool { return t.Kind == Word || t.Kind == Quoted }
 
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+// IsDigit reports whether c is a decimal digit.
+func IsDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// isIdentStart reports whether an identifier may start with c: a letter,
+// IsIdentStart reports whether an identifier may start with c: a letter,
 // an underscore or any byte of a non-ASCII character.
-func isIdentStart(c byte) bool {
+func IsIdentStart(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c >= 0x80
 }
 
-func isIdentChar(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
+func IsIdentChar(c byte) bool { return IsIdentStart(c) || IsDigit(c) || c == '$' }
