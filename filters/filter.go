@@ -263,9 +263,12 @@ func (f *Filter) Close() {
 	}
 }
 
-// acquire takes a free instance, waiting at most the call timeout.
+// acquire takes a free instance, waiting at most KillAfter of the call
+// timeout: by then every call in flight has ended or been stopped, so an
+// instance comes back unless they are all being replaced. A session whose
+// statements keep killing instances must not leave the others without.
 func (f *Filter) acquire() (*instance, error) {
-	return f.pool.get(f.cfg.Timeout, f.bg.Done())
+	return f.pool.get(KillAfter(f.cfg.Timeout), f.bg.Done())
 }
 
 // release puts in back in the pool, or destroys and replaces it when it
