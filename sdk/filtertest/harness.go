@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/session"
 	"github.com/sluicedb/sluice/filters"
 )
@@ -256,4 +258,34 @@ func compileCacheDir(cacheDir string) string {
 		cacheDir = filepath.Join(base, "sluice-filtertest")
 	}
 	return filepath.Join(cacheDir, "wazero")
+}
+
+// READMEConfig parses the first ```hcl block of the file readme (a
+// filter's README) as a Sluice filter block, with its module replaced by
+// module, inside a minimal configuration, and returns the block as Sluice
+// reads it: a test that loads the filter with it keeps the documented
+// example true.
+func READMEConfig(tb testing.TB, readme, module string) config.Filter {
+	tb.Helper()
+	b, err := os.ReadFile(readme)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```hcl\n(.*?)```").FindSubmatch(b)
+	if m == nil {
+		tb.Fatalf("%s has no ```hcl block", readme)
+	}
+	block := regexp.MustCompile(`module\s*=\s*"[^"]*"`).ReplaceAllString(string(m[1]), `module = "`+module+`"`)
+	src := `listen "main" { address = "127.0.0.1:6432"  cluster = "main" }
+cluster "main" { writer = "127.0.0.1:15432" }
+auth { user "app" { password = "secret" } }
+` + block
+	cfg, err := config.Parse([]byte(src), nil)
+	if err != nil {
+		tb.Fatalf("the block in %s does not parse: %v\n%s", readme, err, block)
+	}
+	if len(cfg.Filters) != 1 {
+		tb.Fatalf("the block in %s: %d filters, want 1", readme, len(cfg.Filters))
+	}
+	return cfg.Filters[0]
 }

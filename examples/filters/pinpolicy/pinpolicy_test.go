@@ -2,13 +2,10 @@ package main
 
 import (
 	"errors"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	sluiceconfig "github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/session"
 	"github.com/sluicedb/sluice/filters"
 	"github.com/sluicedb/sluice/sdk"
@@ -233,7 +230,7 @@ func TestPinPolicyDoesNotAllocate(t *testing.T) {
 // The example in README.md is a valid Sluice filter block whose config the
 // filter accepts and acts on.
 func TestPinPolicyREADMEConfig(t *testing.T) {
-	cfg := readmeConfig(t, filtertest.Build(t, "."))
+	cfg := filtertest.READMEConfig(t, "README.md", filtertest.Build(t, "."))
 	h, err := filtertest.LoadModule(cfg.Module, filtertest.Options{Name: cfg.Name, Config: cfg.Config, Timeout: testTimeout})
 	if err != nil {
 		t.Fatalf("README config %s: %v", cfg.Config, err)
@@ -243,33 +240,6 @@ func TestPinPolicyREADMEConfig(t *testing.T) {
 	defer s.Close()
 	check(t, s, "SELECT set_config('application_name', 'web', false)", false, never)
 	check(t, s, "SELECT app_set_tenant('acme')", false, want{session.PinForce, "call of app_set_tenant()"})
-}
-
-// readmeConfig parses the README's HCL filter block, with its module
-// replaced by module, inside a minimal Sluice configuration.
-func readmeConfig(t *testing.T, module string) sluiceconfig.Filter {
-	t.Helper()
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile("(?s)```hcl\n(.*?)```").FindSubmatch(b)
-	if m == nil {
-		t.Fatal("README.md has no ```hcl block")
-	}
-	block := regexp.MustCompile(`module\s*=\s*"[^"]*"`).ReplaceAllString(string(m[1]), `module = "`+module+`"`)
-	src := `listen "main" { address = "127.0.0.1:6432"  cluster = "main" }
-cluster "main" { writer = "127.0.0.1:15432" }
-auth { user "app" { password = "secret" } }
-` + block
-	cfg, err := sluiceconfig.Parse([]byte(src), nil)
-	if err != nil {
-		t.Fatalf("README block does not parse: %v\n%s", err, block)
-	}
-	if len(cfg.Filters) != 1 {
-		t.Fatalf("README block: %d filters, want 1", len(cfg.Filters))
-	}
-	return cfg.Filters[0]
 }
 
 func TestPinPolicySurvives(t *testing.T) {
