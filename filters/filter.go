@@ -43,6 +43,9 @@ type Filter struct {
 	mu       sync.Mutex // guards closed and wg.Add
 	closed   bool
 	wg       sync.WaitGroup
+	building atomic.Int32 // replacement instances being built
+
+	slowBuild time.Duration // tests only: each replacement waits this long first
 }
 
 // Stats counts what happened to a filter since it was loaded.
@@ -265,10 +268,18 @@ func (f *Filter) Close() {
 
 // acquire takes a free instance, waiting at most KillAfter of the call
 // timeout: by then every call in flight has ended or been stopped, so an
-// instance comes back unless they are all being replaced. A session whose
-// statements keep killing instances must not leave the others without.
+// instance comes back unless it died and is being replaced. Building an
+// instance takes a few milliseconds (tens under the race detector or on a
+// loaded machine), longer than a deadline, so while replacements are under
+// way the call waits on for them, up to the bound on building one: a
+// session whose statements keep killing instances costs the others a pause,
+// never an error.
 func (f *Filter) acquire() (*instance, error) {
-	return f.pool.get(KillAfter(f.cfg.Timeout), f.bg.Done())
+	in, err := f.pool.get(KillAfter(f.cfg.Timeout), f.bg.Done())
+	if errors.Is(err, ErrBusy) && f.building.Load() > 0 {
+		in, err = f.pool.get(initTimeout, f.bg.Done())
+	}
+	return in, err
 }
 
 // release puts in back in the pool, or destroys and replaces it when it
@@ -304,16 +315,23 @@ func (f *Filter) replace(old *instance) {
 		return
 	}
 	f.wg.Add(1)
+	f.building.Add(1) // counted for its first attempt only: callers wait for that one
 	go func() {
 		defer f.wg.Done()
 		backoff := 50 * time.Millisecond
-		for {
+		time.Sleep(f.slowBuild)
+		for first := true; ; first = false {
 			in, err := f.newInstance(f.bg)
 			if err == nil {
 				if old != nil {
 					old.superseded.Store(true)
 				}
 				f.pool.put(in)
+			}
+			if first {
+				f.building.Add(-1)
+			}
+			if err == nil {
 				return
 			}
 			if f.bg.Err() != nil {

@@ -234,6 +234,30 @@ func TestBreaker(t *testing.T) {
 	}
 }
 
+// TestSlowReplacement: while the only instance, killed by one session's
+// statement, is being replaced (slower than a call's deadline, as under the
+// race detector on a loaded machine), another session's call waits for the
+// replacement instead of failing.
+func TestSlowReplacement(t *testing.T) {
+	const timeout = 10 * time.Millisecond
+	h := filtertest.Load(t, kitchen, filtertest.Options{FailurePolicy: filters.FailClosed, Instances: 1, Timeout: timeout})
+	slow := 20 * filters.KillAfter(timeout)
+	filters.SlowReplacement(h.Filter, slow)
+	bad, other := h.Session(t, attrs()), h.Session(t, attrs())
+	defer bad.Close()
+	defer other.Close()
+	if d := bad.Query("panic"); d.Reject == nil || d.Reject.Code != "58000" {
+		t.Fatalf("panic: %+v, want 58000", d)
+	}
+	start := time.Now()
+	if d := other.Query("SELECT 1"); d.Route.Role != session.RoleReplica || d.Reject != nil {
+		t.Fatalf("another session, while the instance is replaced: %+v", d)
+	}
+	if el := time.Since(start); el < slow/2 {
+		t.Errorf("answered after %v: the replacement (%v) was not waited for", el, slow)
+	}
+}
+
 // TestConcurrent: sessions on many goroutines share the pool, and a
 // faulting statement on one does not disturb the others.
 func TestConcurrent(t *testing.T) {
