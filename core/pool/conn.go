@@ -37,6 +37,7 @@ type Conn struct {
 	idleSince time.Time
 	broken    atomic.Bool
 	pool      *Pool
+	home      Home // where the socket is polled when detached; nil on Go's poller
 }
 
 // Addr returns the server address the connection was dialled to. It is for
@@ -68,10 +69,19 @@ func (c *Conn) RawConn() net.Conn {
 	return c.netConn
 }
 
+// Plaintext reports a connection without TLS.
+func (c *Conn) Plaintext() bool {
+	_, isTLS := c.netConn.(*tls.Conn)
+	return !isTLS
+}
+
 // Close closes the network connection after a best-effort Terminate. It
 // closes the socket without a TLS close_notify, which could wait seconds
 // for a server that reads nothing; PostgreSQL needs only the Terminate.
 func (c *Conn) Close() error {
+	if f, ok := c.netConn.(*fdConn); ok {
+		return c.closeDetached(f)
+	}
 	raw := c.RawConn()
 	raw.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	c.W.WriteMessage(wire.AppendTerminate(nil))

@@ -117,6 +117,42 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 	return c, err
 }
 
+// TryBorrow lends an idle connection without waiting, or returns nil when
+// Borrow would dial or wait (no idle connection, borrowers in line, one
+// due for a health check): for an event loop, whose slow path is Borrow
+// on a goroutine. Among the idle connections it takes the most recently
+// returned one whose Home's Owner is owner, else the most recent one.
+func (p *Pool) TryBorrow(owner any) *Conn {
+	start := time.Now()
+	p.mu.Lock()
+	n := len(p.idle)
+	if p.closed || p.fenced || n == 0 || p.waiters.len > 0 || start.Before(p.suspect) {
+		p.mu.Unlock()
+		return nil
+	}
+	i := n - 1
+	for j := n - 1; j >= 0 && j >= n-8; j-- { // a short look: the pool is a stack
+		if h := p.idle[j].home; h != nil && h.Owner() == owner {
+			i = j
+			break
+		}
+	}
+	c := p.idle[i]
+	if p.expiredLocked(c, start) || start.Sub(c.idleSince) > healthCheckAfter || c.Broken() {
+		p.mu.Unlock()
+		return nil
+	}
+	p.idle = append(p.idle[:i], p.idle[i+1:]...)
+	p.stats.Borrows++
+	if p.lent == nil {
+		p.lent = make(map[*Conn]struct{})
+	}
+	p.lent[c] = struct{}{}
+	p.mu.Unlock()
+	p.obs.Waited(time.Since(start))
+	return c
+}
+
 // borrow is Borrow, which began at start.
 func (p *Pool) borrow(ctx context.Context, start time.Time) (*Conn, error) {
 	p.mu.Lock()
@@ -407,7 +443,7 @@ func (p *Pool) Fence() {
 	p.Close()
 	for _, c := range lent {
 		c.MarkBroken()
-		c.RawConn().Close()
+		c.breakSocket()
 	}
 }
 

@@ -41,6 +41,18 @@ func NewReader(r io.Reader) *Reader {
 // Reset discards buffered data and reads from r instead.
 func (r *Reader) Reset(rd io.Reader) { r.br.Reset(rd) }
 
+// TakeBuffered returns a copy of what is buffered and empties the buffer.
+func (r *Reader) TakeBuffered() []byte {
+	n := r.br.Buffered()
+	if n == 0 {
+		return nil
+	}
+	b, _ := r.br.Peek(n)
+	out := append([]byte(nil), b...)
+	r.br.Discard(n)
+	return out
+}
+
 // Buffered returns how many bytes can be read without blocking.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
