@@ -303,6 +303,14 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 	if m.syncing {
 		return Step{Need: NeedReplies}
 	}
+	if m.srv != nil && m.cfg.Mode == ModeTransaction && m.pins == 0 && !m.batch && m.tx == wire.TxIdle &&
+		m.q.requests > 0 && m.q.onlyInternal() {
+		// The client's transaction is over and the connection is about to
+		// go back once Sluice's own exchange on it (a WAL position, a
+		// read-back) is answered: the next statement waits for that and is
+		// routed afresh, rather than run where the last one ran.
+		return Step{Need: NeedReplies}
+	}
 	if m.lostTx && m.srv == nil {
 		return m.lostReply(typ, all, body)
 	}

@@ -65,6 +65,17 @@ func (q *replyQueue) push(r reply) {
 
 func (q *replyQueue) empty() bool { return q.head == len(q.items) }
 
+// onlyInternal reports whether what is owed, if anything, answers
+// Sluice's own exchanges only.
+func (q *replyQueue) onlyInternal() bool {
+	for i := q.head; i < len(q.items); i++ {
+		if q.items[i].kind != replyInternal {
+			return false
+		}
+	}
+	return true
+}
+
 // peek returns the next owed reply, or nil.
 func (q *replyQueue) peek() *reply {
 	if q.empty() {

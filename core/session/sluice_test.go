@@ -289,21 +289,31 @@ func TestTranscriptRecordsLSNAfterWrite(t *testing.T) {
 }
 
 // The client's next message may arrive while the position is read: it
-// follows on the same connection.
+// waits for the read, and the connection's return, and is then routed
+// afresh (a policy may send it elsewhere), carrying the new position.
 func TestTranscriptMessageDuringLSNRead(t *testing.T) {
 	h := newRYWHarness(t, nil)
 	h.client(query("INSERT INTO t VALUES (1)"))
 	h.server(cc("INSERT 0 1"), rfq('I'))
-	h.client(query("SELECT * FROM t"))
-	check(t, "to server", h.sent(), "Q(INSERT INTO t VALUES (1)) Q("+lsnQuery+") Q(SELECT * FROM t)")
+	if st := h.client(query("SELECT * FROM t")); st.Need != NeedReplies {
+		t.Fatalf("the next statement during the read: %+v, want NeedReplies", st)
+	}
+	check(t, "to server", h.sent(), "Q(INSERT INTO t VALUES (1)) Q("+lsnQuery+")")
 	h.server(msg('D', int16(1), int32(3), []byte("0/9")), cc("SELECT 1"), rfq('I'))
-	if h.returned != 0 || h.m.LastLSN() != 9 {
-		t.Fatalf("returned %d with the client's read owed, last %v", h.returned, h.m.LastLSN())
+	if h.returned != 1 || h.m.LastLSN() != 9 {
+		t.Fatalf("returned %d after the read, last %v", h.returned, h.m.LastLSN())
+	}
+	sel := query("SELECT * FROM t")
+	st := h.m.Client(sel[0], len(sel)-5, sel[5:])
+	if st.Need != NeedServer || st.Route.MinLSN != 9 {
+		t.Fatalf("the statement after the read: %+v, want a borrow at 0/9", st)
 	}
 	h.toCli()
+	h.client(query("SELECT * FROM t"))
+	check(t, "to server", h.sent(), "Q(SELECT * FROM t)")
 	h.server(cc("SELECT 1"), rfq('I'))
 	check(t, "to client", h.toCli(), "C ZI")
-	if h.returned != 1 {
+	if h.returned != 2 {
 		t.Fatal("not returned after the read")
 	}
 }
