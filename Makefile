@@ -47,6 +47,7 @@ build:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	SLUICE_ENGINE=goroutine $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./core/proxy
 	$(GO) test -run '^$$' -fuzz FuzzReadStartup -fuzztime 10s ./core/wire
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 10s ./core/sqlclass
 	$(GO) test -run '^$$' -fuzz FuzzMachine -fuzztime 10s ./core/session

@@ -99,6 +99,8 @@ func (b *builder) config(tree map[string]any, listenOrder, filterOrder []string)
 	}
 
 	b.duration(&cfg.ShutdownTimeout, "", tree, "shutdown_timeout")
+	b.str(&cfg.Engine, "", tree, "engine")
+	b.integer(&cfg.EventLoops, "", tree, "event_loops")
 	return cfg
 }
 

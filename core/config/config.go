@@ -31,10 +31,23 @@ type Config struct {
 	Filters []Filter
 	// Log holds the logging settings.
 	Log Log
+	// Engine is how client connections are served (engine): EngineLoop,
+	// event loops for plaintext clients (TLS clients keep a goroutine each),
+	// or EngineGoroutine, a goroutine per client.
+	Engine string
+	// EventLoops is how many event loops the loop engine runs
+	// (event_loops); 0 means one per two CPUs, at least one.
+	EventLoops int
 	// ShutdownTimeout is how long a graceful shutdown waits for sessions to
 	// finish (shutdown_timeout). Zero means it does not wait.
 	ShutdownTimeout time.Duration
 }
+
+// The engines (engine).
+const (
+	EngineLoop      = "loop"
+	EngineGoroutine = "goroutine"
+)
 
 // Listener is one listen block: an address on which Sluice accepts
 // PostgreSQL clients and the cluster it sends them to.
@@ -491,6 +504,7 @@ func Default() *Config {
 			Format: "json",
 		},
 		ShutdownTimeout: 30 * time.Second,
+		Engine:          EngineLoop,
 	}
 }
 

@@ -110,6 +110,8 @@ log {
   format = "console"
 }
 shutdown_timeout = "45s"
+engine           = "loop"
+event_loops      = 3
 `
 	got, err := Parse([]byte(src), nil)
 	if err != nil {
@@ -150,6 +152,8 @@ shutdown_timeout = "45s"
 		Log:             Log{Level: "debug", Format: "console"},
 		Pinning:         Default().Pinning,
 		ShutdownTimeout: 45 * time.Second,
+		Engine:          EngineLoop,
+		EventLoops:      3,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse mismatch\n got: %+v\nwant: %+v", got, want)
@@ -525,6 +529,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{`log.format: must be one of "json", "console"; got "text"`}},
 		{"negative shutdown_timeout", minimal(`shutdown_timeout = "-5s"`),
 			[]string{`shutdown_timeout: must not be negative, got -5s`}},
+		{"unknown engine", minimal(`engine = "threads"`),
+			[]string{`engine: must be one of`}},
+		{"too many event loops", minimal(`event_loops = 65`),
+			[]string{`event_loops: must be between 0 and 64, not 65`}},
 		{"require_tls not a boolean", withTLS(`require_tls = "maybe"`),
 			[]string{`listen "main".require_tls: must be true or false, got "maybe"`}},
 		{"address not a string", hclFile(`listen "main" { address = 6432  cluster = "main" }`, baseCluster, baseAuth),

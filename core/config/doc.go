@@ -54,6 +54,8 @@
 //	  format = "json"                      # json | console
 //	}
 //	shutdown_timeout = "30s"
+//	engine           = "loop"              # loop (event loops for plaintext clients) | goroutine
+//	event_loops      = 0                   # loop engine: 0 is one per two CPUs
 //
 // The listen, cluster and user blocks may repeat; their names must be unique.
 // Every other block and every key may appear at most once. Keys not listed

@@ -137,6 +137,8 @@ var schema = &key{kind: block, children: map[string]*key{
 		"config":         {kind: freeform},
 	}},
 	"shutdown_timeout": {kind: setting},
+	"engine":           {kind: setting},
+	"event_loops":      {kind: setting},
 }}
 
 // join returns the display path of name inside the block at path, such as

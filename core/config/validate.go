@@ -53,6 +53,10 @@ func (c *Config) validate() []error {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 	v.atLeastZero("shutdown_timeout", c.ShutdownTimeout)
+	v.oneOf("engine", c.Engine, EngineLoop, EngineGoroutine)
+	if c.EventLoops < 0 || c.EventLoops > 64 {
+		v.problemf("event_loops", "must be between 0 and 64, not %d", c.EventLoops)
+	}
 	return v.problems
 }
 

@@ -166,7 +166,10 @@ func (s *Session) borrow(ctx context.Context, route session.Route, typ byte, n i
 		st := s.m.Refuse(typ, n, borrowError(ctx, err))
 		return &st, nil
 	}
-	s.attach(srv)
+	if err := s.attach(srv); err != nil {
+		st := s.m.Refuse(typ, n, borrowError(ctx, err))
+		return &st, nil
+	}
 	return nil, s.perform(ctx, s.m.Attach(&srv.ServerState), 0, 0, false, fromNobody)
 }
 

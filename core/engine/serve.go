@@ -49,28 +49,56 @@ var (
 // Serve runs the session until the client disconnects, ctx ends, or the
 // proxy kills it. Serve closes the client connection.
 func (s *Session) Serve(ctx context.Context) {
+	handedOff := false
+	defer func() {
+		if !handedOff && s.onEnd != nil {
+			s.onEnd()
+		}
+	}()
+	err := s.login(ctx)
+	if err == nil && s.env.Loops != nil {
+		if l := s.env.Loops.Pick(); l != nil && s.handOff(ctx, l) {
+			handedOff = true
+			return // the loop serves the client from now on, and ends it
+		}
+	}
+	if err != nil {
+		s.failure = loginFailure(err)
+	}
+	s.serveOn(ctx, err)
+}
+
+// serveOn relays for the session on its goroutine unless err (from login)
+// already ended it, then ends it.
+func (s *Session) serveOn(ctx context.Context, err error) {
 	defer s.conn.Close()
 	defer func() {
 		if s.endPolicy != nil {
 			s.endPolicy.Close()
 		}
 	}()
-	err := s.login(ctx)
 	if err == nil {
 		err = s.relay(ctx)
-	} else {
-		s.failure = loginFailure(err)
 	}
 	if s.srv != nil {
 		s.perform(ctx, s.m.ClientGone(), 0, 0, false, fromNobody)
 		s.drain(ctx)
 	}
 	s.publish()
+	if we := s.logEnd(err); we != nil {
+		s.conn.SetWriteDeadline(time.Now().Add(writeGrace))
+		s.cw.WriteMessage(we.Encode(nil))
+	}
+}
+
+// logEnd logs why the session ended (err) and returns the error the client
+// is still to be told, if any.
+func (s *Session) logEnd(err error) *wire.Error {
 	var we *wire.Error
 	switch {
 	case err == nil || errors.Is(err, errEnded) && !errors.As(err, &we):
 		s.log.Debug("client disconnected")
-	case isDisconnect(err) || errors.Is(err, errClosed) || errors.Is(err, errClientGone):
+	case isDisconnect(err) || errors.Is(err, errClosed) || errors.Is(err, errClientGone) || errors.Is(err, errPeerEOF):
 		s.log.Debug("client connection ended", zap.Error(err))
 	case errors.Is(err, errEnded):
 		s.log.Info("session ended", zap.String("sqlstate", we.Code), zap.Error(we))
@@ -81,9 +109,9 @@ func (s *Session) Serve(ctx context.Context) {
 		} else {
 			s.log.Info("session ended", zap.String("sqlstate", we.Code), zap.Error(err))
 		}
-		s.conn.SetWriteDeadline(time.Now().Add(writeGrace))
-		s.cw.WriteMessage(we.Encode(nil))
+		return we
 	}
+	return nil
 }
 
 // drain reads the server until the machine releases the connection of a
@@ -203,7 +231,9 @@ func (s *Session) login(ctx context.Context) error {
 		if err != nil {
 			return fatal(borrowError(ctx, err))
 		}
-		s.attach(srv)
+		if err := s.attach(srv); err != nil {
+			return fatal(borrowError(ctx, err))
+		}
 		if err := s.perform(ctx, s.m.Attach(&srv.ServerState), 0, 0, false, fromNobody); err != nil {
 			return err
 		}
@@ -255,8 +285,13 @@ func borrowError(ctx context.Context, err error) *wire.Error {
 	return wire.Errorf(wire.CodeConnectionFailure, "sluice could not connect to the database server").Wrap(err)
 }
 
-// attach makes srv the held connection.
-func (s *Session) attach(srv *pool.Conn) {
+// attach makes srv the held connection. A connection an event loop used
+// comes back to Go's poller first.
+func (s *Session) attach(srv *pool.Conn) error {
+	if err := leaveLoop(srv); err != nil {
+		srv.Pool().Discard(srv)
+		return err
+	}
 	s.srv = srv
 	s.queryDL, s.cancelled = time.Time{}, false
 	s.reqStart = 0
@@ -264,6 +299,7 @@ func (s *Session) attach(srv *pool.Conn) {
 		s.inTx.Store(false)
 	}
 	s.publish()
+	return nil
 }
 
 // relay serves the client until it leaves or the session ends.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicedb/sluice/core/auth"
+	"github.com/sluicedb/sluice/core/engine/evloop"
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/session"
 	"github.com/sluicedb/sluice/core/wire"
@@ -50,6 +51,10 @@ type Env struct {
 	// Borrow lends a server connection for a route: Pool and its Borrow,
 	// retried across a failover while the endpoint cannot be reached.
 	Borrow func(ctx context.Context, u *User, database string, r session.Route) (*pool.Conn, error)
+	// TryBorrow, if set, lends a server connection for a route without
+	// waiting, preferring one whose pool.Home's Owner is owner, or returns
+	// nil; the event loop calls Borrow off the loop then.
+	TryBorrow func(u *User, database string, r session.Route, owner any) *pool.Conn
 	// CountPin, if set, is called once per session and pin reason.
 	CountPin func(reason string)
 	// IdleInTransactionTimeout ends a client that holds a server connection
@@ -62,6 +67,10 @@ type Env struct {
 	// the one the session was created with (session mode: the server's
 	// process ID).
 	Rekey func(s *Session, old, new session.Key)
+	// Loops, if set, runs plaintext sessions on event loops once they
+	// have logged in (the event-loop engine); else they stay on their
+	// goroutine.
+	Loops Loops
 	// StartSession, if set, is asked once the client has authenticated,
 	// before its login is answered (the filters' session-start hook): an
 	// error refuses the session (the client receives it); a Policy, if not
@@ -124,6 +133,12 @@ type Session struct {
 	born     time.Time // when New made the session
 	// failure says why the login failed, once Serve has returned.
 	failure LoginFailure
+	// onEnd, if set, runs once the session has ended (on either engine).
+	onEnd func()
+	// lp is the session's event-loop side once it was handed to a loop
+	// (loop only); onLoop is that loop, for other goroutines.
+	lp     *loopSession
+	onLoop atomic.Pointer[evloop.Loop]
 
 	lastActive atomic.Int64 // unix nanoseconds of the last client message
 	inTx       atomic.Bool  // the held connection's last ReadyForQuery was not 'I'
@@ -207,15 +222,31 @@ func (s *Session) IdleSince() (time.Time, bool) {
 // error wins.
 func (s *Session) Kill(err *wire.Error) {
 	s.killErr.CompareAndSwap(nil, err)
-	s.conn.SetReadDeadline(time.Now()) // wakes a client read; nothing is written here
+	if l := s.onLoop.Load(); l != nil {
+		l.Post(func() { s.onLoopWake(false) })
+		return
+	}
+	s.wake(false)
 }
 
-// Close ends the session at once, whatever it is doing: its reads and
-// writes fail and Serve cleans up. It never writes (a TLS close_notify to a
-// client that reads nothing could block).
-func (s *Session) Close() {
-	s.closed.Store(true)
-	s.killErr.CompareAndSwap(nil, wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command"))
+// onLoopWake is wake posted to the loop the session was on: it finds the
+// session there, or gone from it to a goroutine (loopLeave).
+func (s *Session) onLoopWake(all bool) {
+	if s.lp != nil {
+		s.loopRun()
+		return
+	}
+	s.wake(all)
+}
+
+// wake makes the goroutine of the session look at its kill and close
+// flags by failing its client reads (all: its server's too). It never
+// writes.
+func (s *Session) wake(all bool) {
+	if !all {
+		s.conn.SetReadDeadline(time.Now()) // wakes a client read
+		return
+	}
 	s.conn.SetDeadline(time.Now())
 	s.mu.Lock()
 	srv := s.held
@@ -223,6 +254,23 @@ func (s *Session) Close() {
 	if srv != nil {
 		srv.SetReadDeadline(time.Now())
 	}
+}
+
+// OnEnd sets f to run once the session has ended, whichever engine ran
+// it. Call it before Serve.
+func (s *Session) OnEnd(f func()) { s.onEnd = f }
+
+// Close ends the session at once, whatever it is doing: its reads and
+// writes fail and Serve cleans up. It never writes (a TLS close_notify to a
+// client that reads nothing could block).
+func (s *Session) Close() {
+	s.closed.Store(true)
+	s.killErr.CompareAndSwap(nil, wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command"))
+	if l := s.onLoop.Load(); l != nil {
+		l.Post(func() { s.onLoopWake(true) })
+		return
+	}
+	s.wake(true)
 }
 
 // ErrNothingToCancel is returned by Cancel when the session holds no

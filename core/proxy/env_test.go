@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,9 @@ type envOptions struct {
 	extra string
 	// options are more proxy options, such as a proxy.WithTopology.
 	options []proxy.Option
+	// loops, when set, runs the loop engine with that many event loops,
+	// whatever engine the suite runs under (SLUICE_ENGINE).
+	loops int
 }
 
 // newEnv starts PostgreSQL with role "app" (password backendPass) and a
@@ -177,7 +181,11 @@ shutdown_timeout = "2s"
 %s
 %s
 `, o.listen, reader, o.pool, members, o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin, o.filters, o.extra)
-	cfg, err := config.Parse([]byte(e.cfg), nil)
+	env := engineEnviron()
+	if o.loops > 0 {
+		env = []string{"SLUICE_ENGINE=loop", fmt.Sprintf("SLUICE_EVENT_LOOPS=%d", o.loops)}
+	}
+	cfg, err := config.Parse([]byte(e.cfg), env)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, e.cfg)
 	}
@@ -283,4 +291,17 @@ func (e *testEnv) serverConns(t testing.TB, su *pgx.Conn) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// engineEnviron passes SLUICE_ENGINE and SLUICE_EVENT_LOOPS from the test's
+// environment to a configuration, so that the whole suite runs under
+// either engine (make test runs it under both).
+func engineEnviron() []string {
+	var env []string
+	for _, name := range []string{"SLUICE_ENGINE", "SLUICE_EVENT_LOOPS"} {
+		if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	return env
 }

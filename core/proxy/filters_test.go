@@ -298,7 +298,7 @@ func TestFilterHotReloadUnderLoad(t *testing.T) {
 	}
 	generation := func() float64 { return e.scrape(t).value("sluice_filter_generation") }
 	gen := generation()
-	cfg, err := config.Parse([]byte(e.cfg), nil)
+	cfg, err := config.Parse([]byte(e.cfg), engineEnviron())
 	if err != nil {
 		t.Fatal(err)
 	}

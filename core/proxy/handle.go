@@ -19,10 +19,21 @@ import (
 )
 
 // handle serves one accepted connection: TLS and startup negotiation, then
-// a cancel request or a session.
-func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
+// a cancel request or a session. It calls done when the connection has
+// ended, which for a session handed to an event loop is after handle
+// returns.
+func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn, done func()) {
 	cc := p.metrics.accepted(l)
-	defer cc.closed()
+	ended := func() {
+		cc.closed()
+		done()
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			ended()
+		}
+	}()
 	st0 := p.state.Load()
 	var lc config.Listener
 	for _, c := range st0.cfg.Listeners {
@@ -68,7 +79,8 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 	}
 	p.sessions[key] = s
 	p.mu.Unlock()
-	defer func() {
+	handedOff = true // s.OnEnd ends it
+	s.OnEnd(func() {
 		p.mu.Lock()
 		k := s.Key()
 		if p.sessions[k] == s {
@@ -78,11 +90,12 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn) {
 			delete(p.sessions, key)
 		}
 		p.mu.Unlock()
-	}()
+		if why := s.LoginFailure(); why != "" {
+			cc.rejected(string(why))
+		}
+		ended()
+	})
 	s.Serve(ctx)
-	if why := s.LoginFailure(); why != "" {
-		cc.rejected(string(why))
-	}
 }
 
 // sessionEnv is what a session of a listener (its name, cluster and
@@ -98,7 +111,12 @@ func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Rol
 		}
 		return r
 	}
+	var loops engine.Loops
+	if p.evloops != nil && plaintextServers(st.cfg) {
+		loops = p.evloops
+	}
 	return &engine.Env{
+		Loops:      loops,
 		Session:    st.sessionConfig(listener),
 		AuthMethod: auth.Method(st.cfg.Auth.Method),
 		LookupUser: func(name string) *engine.User { return p.state.Load().users[name] },
@@ -112,6 +130,21 @@ func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Rol
 				return p.borrowAfter(ctx, r.Cluster, r.MinLSN, u, database) // read-your-writes
 			}
 			return p.borrow(ctx, r.Cluster, r.Role, u, database)
+		},
+		TryBorrow: func(u *engine.User, database string, r session.Route, owner any) *pool.Conn {
+			r = resolve(r)
+			if r.MinLSN != 0 && r.Role == session.RoleReplica {
+				return nil // read-your-writes chooses with a query
+			}
+			pl, err := p.poolFor(p.noWait, r.Cluster, r.Role, u, database)
+			if err != nil || pl == nil {
+				return nil
+			}
+			c := pl.TryBorrow(owner)
+			if c != nil {
+				p.metrics.noteBorrow(r.Cluster, r.Role, nil)
+			}
+			return c
 		},
 		CountPin:                 p.countPin,
 		Rekey:                    p.rekey,
@@ -164,4 +197,19 @@ func (p *Proxy) negotiate(nc net.Conn, tc *tls.Config) (net.Conn, *wire.Startup,
 		}
 	}
 	return conn, nil, wire.Fatalf(wire.CodeProtocolViolation, "too many startup negotiation packets")
+}
+
+// plaintextServers reports whether some cluster may reach PostgreSQL in
+// plaintext (tls.mode disable, or prefer against a server without TLS):
+// only then is an event loop worth a session's move. A session on a loop
+// that is lent a TLS connection leaves it for a goroutine of its own,
+// since a TLS stream needs the goroutine engine.
+func plaintextServers(cfg *config.Config) bool {
+	for _, cl := range cfg.Clusters {
+		switch cl.TLS.Mode {
+		case "", config.ServerTLSDisable, config.ServerTLSPrefer:
+			return true
+		}
+	}
+	return len(cfg.Clusters) == 0
 }

@@ -291,7 +291,7 @@ func TestMetrics(t *testing.T) {
 
 	// Reloads: one that applies, one Reload refuses, one that failed
 	// before it (a file that does not parse, as cmd/sluice reports).
-	cfg, err := config.Parse([]byte(e.cfg), nil)
+	cfg, err := config.Parse([]byte(e.cfg), engineEnviron())
 	if err != nil {
 		t.Fatal(err)
 	}

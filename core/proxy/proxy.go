@@ -83,6 +83,8 @@ type Proxy struct {
 	hooks     []Hook
 	starter   SessionStarter
 	hooksOnce sync.Once
+	evloops   *eventLoops     // the loop engine's; nil under the goroutine engine
+	noWait    context.Context // already done: poolFor without waiting
 }
 
 type listener struct {
@@ -116,14 +118,25 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Proxy, error) {
 		startupTimeout: startupTimeout,
 	}
 	p.metrics = newMetrics(p)
+	noWait, cancelNoWait := context.WithCancel(context.Background())
+	cancelNoWait()
+	p.noWait = noWait
 	p.state.Store(st)
 	for _, o := range opts {
 		o(p)
+	}
+	if cfg.Engine == config.EngineLoop {
+		if p.evloops, err = startLoops(cfg.EventLoops, log); err != nil {
+			return nil, err
+		}
 	}
 	for _, lc := range cfg.Listeners {
 		ln, err := net.Listen("tcp", lc.Address)
 		if err != nil {
 			p.closeListeners()
+			if p.evloops != nil {
+				p.evloops.Close()
+			}
 			return nil, fmt.Errorf("listen %q: %w", lc.Name, err)
 		}
 		p.listeners = append(p.listeners, &listener{name: lc.Name, cluster: lc.Cluster, role: roleOf(lc), ln: ln})
@@ -301,10 +314,7 @@ func (p *Proxy) acceptLoop(ctx context.Context, l *listener) {
 		}
 		p.conns.Add(1)
 		p.mu.Unlock()
-		go func() {
-			defer p.conns.Done()
-			p.handle(ctx, l, nc)
-		}()
+		go p.handle(ctx, l, nc, p.conns.Done)
 	}
 }
 
@@ -356,6 +366,9 @@ func (p *Proxy) Close() error {
 			s.Close()
 		}
 		p.conns.Wait()
+		if p.evloops != nil {
+			p.evloops.Close()
+		}
 		p.stopTopology()
 		p.loops.Wait()
 		p.mu.Lock()

@@ -98,7 +98,7 @@ func (e *testEnv) reload(t *testing.T, old, new string) error {
 	if src == e.cfg {
 		t.Fatalf("%q is not in the configuration", old)
 	}
-	cfg, err := config.Parse([]byte(src), nil)
+	cfg, err := config.Parse([]byte(src), engineEnviron())
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
