@@ -59,13 +59,17 @@ run-consul: deps build
 	$(GO) run ./cmd/sluice-dev -sluice $(BIN)/sluice -config examples/proxy-consul.hcl -data .sluice -consul
 
 # bench writes BENCHMARKS.latest.md: pgbench -S directly, through PgBouncer
-# and through Sluice; -reader adds Sluice's reader endpoint over two
-# replicas; -filter adds a Sluice with the readwrite example filter on the
-# statement hook (TPS against plain Sluice) and runs the hook-cost Go
-# benchmark (go test -bench BenchmarkStatement ./filters: median and p99 of
-# one hook call), both in the report.
+# and through Sluice with each engine (sluice: engine = "loop";
+# sluice-goroutine: engine = "goroutine"), with the issue 9 targets
+# evaluated; -reader adds Sluice's reader endpoint over two replicas;
+# -filter adds a Sluice with the readwrite example filter on the statement
+# hook (TPS against plain Sluice) and runs the hook-cost Go benchmark (go
+# test -bench BenchmarkStatement ./filters: median and p99 of one hook
+# call); -syscalls counts PgBouncer's and both Sluices' system calls per
+# transaction with strace -c -f -p (needs root and strace); -idle 10000
+# measures their resident memory per idle client with 10,000 idle clients.
 bench: deps
-	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -filter -out BENCHMARKS.latest.md
+	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -filter -syscalls -idle 10000 -out BENCHMARKS.latest.md
 	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
 
 # bench-failover runs failover under load five times per promotion mode and

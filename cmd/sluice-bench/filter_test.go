@@ -18,9 +18,9 @@ func TestFilterFlagAddsTheTarget(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-filter"}, []string{"direct", "pgbouncer", "sluice", "sluice+readwrite"}},
-		{[]string{"-reader", "-filter"}, []string{"direct", "pgbouncer", "sluice", "reader", "sluice+readwrite"}},
-		{nil, []string{"direct", "pgbouncer", "sluice"}},
+		{[]string{"-filter"}, []string{"direct", "pgbouncer", "sluice", "sluice-goroutine", "sluice+readwrite"}},
+		{[]string{"-reader", "-filter"}, []string{"direct", "pgbouncer", "sluice", "sluice-goroutine", "reader", "sluice+readwrite"}},
+		{nil, []string{"direct", "pgbouncer", "sluice", "sluice-goroutine"}},
 	} {
 		o, err := parseFlags(tt.args, io.Discard)
 		if err != nil {
@@ -127,7 +127,7 @@ func TestMarkdownFilterSection(t *testing.T) {
 	report := filterBench().markdown()
 	lines := tableLines(t, report)
 	// The main table is the one without -filter; the filter has its own.
-	if want := "| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU s/10k tx | pgbouncer CPU s/10k tx |"; lines[0] != want {
+	if want := "| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU µs/tx | pgbouncer CPU µs/tx | sluice/pgbouncer CPU |"; lines[0] != want {
 		t.Errorf("main table header = %q, want %q", lines[0], want)
 	}
 	for _, want := range []string{

@@ -5,16 +5,27 @@
 //	go run ./cmd/sluice-bench [-clients 1,10,100,1000] [-duration 10s] [-warmup 2s]
 //	                          [-modes simple[,extended,prepared]] [-out FILE]
 //	                          [-sluice-bin PATH] [-baseline-bin PATH] [-reader] [-filter]
+//	                          [-syscalls] [-idle N]
 //
 // It starts a throwaway PostgreSQL 15 server (package pgtest), loads it with
-// `pgbench -i`, builds Sluice from the working tree and starts it and
-// PgBouncer in front of the server as separate processes, both with the same
-// pool size and transaction pooling. It then runs `pgbench -S` against each
-// target, interleaved per client count (direct, pgbouncer, sluice for one
-// client count, then the next) so that drift affects all of them alike,
-// reads the proxies' CPU time and memory from /proc, and prints one markdown
-// table with the machine it ran on to standard output. Progress goes to
-// standard error.
+// `pgbench -i`, builds Sluice from the working tree and starts it twice and
+// PgBouncer in front of the server as separate processes, all with the same
+// pool size and transaction pooling: "sluice" with the loop engine (engine =
+// "loop") and "sluice-goroutine" with the goroutine engine. It then runs
+// `pgbench -S` against each target, interleaved per client count (direct,
+// pgbouncer, sluice, sluice-goroutine for one client count, then the next;
+// the two engines take turns going first) so that drift affects all of them
+// alike, reads the proxies' CPU time and memory from /proc, and prints one
+// markdown table with the machine it ran on to standard output, with each
+// engine's TPS and CPU per transaction over PgBouncer's and the issue's
+// targets evaluated for both engines. Progress goes to standard error.
+//
+// With -syscalls, after those runs, it attaches `strace -c -f` to
+// PgBouncer and to each Sluice in turn during a pgbench -S -M simple run at
+// 10 and then 100 clients and reports their system calls (and failed ones)
+// per transaction. With -idle N it then opens N authenticated clients to
+// each of them, each served one SELECT 1 and left idle, and reports the
+// proxy's resident memory per idle client.
 //
 // With -baseline-bin it also runs a second Sluice executable, configured
 // exactly like the first, as the target "baseline", so that two builds (a
@@ -69,6 +80,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicedb/sluice/core/config"
 	"github.com/sluicedb/sluice/core/pgtest"
 )
 
@@ -98,6 +110,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	b.runAll(ctx)
+	if opts.syscalls && ctx.Err() == nil {
+		b.runSyscalls(ctx)
+	}
+	if opts.idle > 0 && ctx.Err() == nil {
+		b.runIdle(ctx)
+	}
 	if slices.Contains(opts.targets, targetFilter) && ctx.Err() == nil {
 		b.runHookBenchmark(ctx)
 	}
@@ -143,10 +161,14 @@ type bench struct {
 	filterModule string
 	targets      []*target
 	results      map[resultKey]runResult
-	hook         hookResult // the hook-cost benchmark (-filter)
-	notes        []string   // problems and remarks for the report
-	machine      machine
-	clkTck       int64
+	// syscalls are the strace runs (-syscalls), in the order made.
+	syscalls []syscallRun
+	// idle are the idle-client measurements (-idle), in the order made.
+	idle    []idleResult
+	hook    hookResult // the hook-cost benchmark (-filter)
+	notes   []string   // problems and remarks for the report
+	machine machine
+	clkTck  int64
 }
 
 // resultKey names one measured run.
@@ -194,6 +216,9 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	if need := uint64(slices.Max(b.opts.clients))*2 + 100; limit < need {
 		b.notef("open-file limit %d may be too low for %d clients (pgbench and each proxy hold one socket per client)", limit, slices.Max(b.opts.clients))
+	}
+	if need := uint64(b.opts.idle) + idleClientMargin; b.opts.idle > 0 && limit < need {
+		b.notef("open-file limit %d may be too low for %d idle clients (the harness and the proxy hold one socket per client)", limit, b.opts.idle)
 	}
 	b.clkTck = clockTicks(ctx)
 
@@ -287,7 +312,7 @@ func (b *bench) setup(ctx context.Context) error {
 // runsSluiceBinary reports whether the target called name runs the sluice
 // executable (built from the working tree unless -sluice-bin is given).
 func runsSluiceBinary(name string) bool {
-	return name == targetSluice || name == targetReader || name == targetFilter
+	return name == targetSluice || name == targetSluiceGoroutine || name == targetReader || name == targetFilter
 }
 
 // newTarget describes the target called name; the proxies are not started
@@ -317,20 +342,26 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 		if err := chownTo(dir, cred); err != nil {
 			return t, err
 		}
-		t.start = pgbouncerSetup{dir: dir, port: port, pgPort: b.server.Port(), poolSize: b.opts.poolSize, cred: cred}.start
-		t.unsupported = map[string]string{
-			"prepared": "PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode",
-		}
+		t.start = pgbouncerSetup{dir: dir, port: port, pgPort: b.server.Port(), poolSize: b.opts.poolSize, cred: cred,
+			maxClientConn: max(defaultMaxClientConn, b.opts.idle+idleClientMargin)}.start
+		t.unsupported = pgbouncerUnsupported
 	case targetSluice:
-		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
+		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
+			engine: config.EngineLoop}.start
+	case targetSluiceGoroutine:
+		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
+			engine: config.EngineGoroutine}.start
 	case targetBaseline:
-		t.start = sluiceSetup{name: name, dir: dir, binary: b.opts.baselineBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize}.start
+		// Configured exactly like sluice, engine included.
+		t.start = sluiceSetup{name: name, dir: dir, binary: b.opts.baselineBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
+			engine: config.EngineLoop}.start
 	case targetReader:
 		var addrs []string
 		for _, r := range b.replicas {
 			addrs = append(addrs, r.Addr())
 		}
-		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize, replicas: addrs}.start
+		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
+			engine: config.EngineLoop, replicas: addrs}.start
 		// A reader endpoint that answered from the primary would measure
 		// the writer twice.
 		t.verify = func(ctx context.Context) error {
@@ -345,7 +376,7 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 		}
 	case targetFilter:
 		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
-			filterModule: b.filterModule}.start
+			engine: config.EngineLoop, filterModule: b.filterModule}.start
 		t.verify = func(ctx context.Context) error { return verifyFilterRoutes(ctx, port) }
 	}
 	return t, nil
@@ -408,8 +439,8 @@ func (b *bench) runAll(ctx context.Context) {
 // runOrder returns the order in which to run targets for the combination
 // with index i: their own order, except that for every other combination
 // sluice swaps places with the last of the targets compared with it in a
-// ratio (baseline, sluice+readwrite), so that each of those runs after
-// sluice in one combination and before it in the next.
+// ratio (sluice-goroutine, baseline, sluice+readwrite), so that each of
+// those runs after sluice in one combination and before it in the next.
 func runOrder(targets []*target, i int) []*target {
 	order := slices.Clone(targets)
 	if i%2 == 0 {
@@ -418,7 +449,7 @@ func runOrder(targets []*target, i int) []*target {
 	s := slices.IndexFunc(order, func(t *target) bool { return t.name == targetSluice })
 	last := -1
 	for j, t := range order {
-		if t.name == targetBaseline || t.name == targetFilter {
+		if t.name == targetSluiceGoroutine || t.name == targetBaseline || t.name == targetFilter {
 			last = j
 		}
 	}

@@ -28,6 +28,12 @@ type options struct {
 	// target with the same configuration as "sluice"; "" if none.
 	baselineBin string
 	verbose     bool
+	// syscalls enables the strace stage: syscalls per transaction of
+	// the proxies (-syscalls).
+	syscalls bool
+	// idle is how many idle clients the idle-memory stage opens per
+	// proxy; 0 disables it (-idle).
+	idle int
 }
 
 // pgbench -M modes the harness accepts.
@@ -35,11 +41,11 @@ var allModes = []string{"simple", "extended", "prepared"}
 
 // allTargets are the targets the harness knows, in the order they are run
 // and shown.
-var allTargets = []string{targetDirect, targetPgBouncer, targetSluice, targetBaseline}
+var allTargets = []string{targetDirect, targetPgBouncer, targetSluice, targetSluiceGoroutine, targetBaseline}
 
 // defaultTargets are the targets run when -targets is not given; baseline
 // is added when -baseline-bin is.
-const defaultTargets = "direct,pgbouncer,sluice"
+const defaultTargets = "direct,pgbouncer,sluice,sluice-goroutine"
 
 // parseFlags parses args into options.
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -52,7 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	clients := fs.String("clients", "1,10,100,1000", "comma-separated pgbench client counts")
 	modes := fs.String("modes", "simple", "comma-separated pgbench -M query modes: simple, extended, prepared")
-	targets := fs.String("targets", defaultTargets, "comma-separated targets to run: direct, pgbouncer, sluice, baseline (baseline joins the default when -baseline-bin is given)")
+	targets := fs.String("targets", defaultTargets, "comma-separated targets to run: direct, pgbouncer, sluice (loop engine), sluice-goroutine (goroutine engine), baseline (baseline joins the default when -baseline-bin is given)")
 	reader := fs.Bool("reader", false, "also run Sluice's reader endpoint in front of two streaming replicas (target \"reader\", a section of its own)")
 	filter := fs.Bool("filter", false, "also run a Sluice with the readwrite example filter on the statement hook (target \"sluice+readwrite\") and the filter hook-cost Go benchmark, in sections of their own")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (whole seconds)")
@@ -63,6 +69,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	fs.StringVar(&o.sluiceBin, "sluice-bin", "", "use this sluice executable instead of building ./cmd/sluice")
 	fs.StringVar(&o.baselineBin, "baseline-bin", "", "also run this second sluice executable, configured like sluice, as the target \"baseline\"")
+	fs.BoolVar(&o.syscalls, "syscalls", false, "after the runs, count each proxy's system calls per transaction with strace -c -f -p during pgbench -S -M simple at 10 and 100 clients (needs root and "+straceBinary+")")
+	fs.IntVar(&o.idle, "idle", 0, "after the runs, open this many authenticated idle clients to each proxy and report its resident memory per idle client; 0 disables")
 	fs.BoolVar(&o.verbose, "v", false, "copy every pgbench command line and output to standard error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -137,6 +145,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.warmup < 0 {
 		errs = append(errs, fmt.Errorf("-warmup: must not be negative, got %v", o.warmup))
+	}
+	if o.idle < 0 {
+		errs = append(errs, fmt.Errorf("-idle: must not be negative, got %d", o.idle))
 	}
 	if o.scale < 1 || o.poolSize < 1 || o.threads < 1 {
 		errs = append(errs, errors.New("-scale, -pool and -threads must be at least 1"))

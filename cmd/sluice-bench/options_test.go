@@ -17,13 +17,13 @@ func TestParseFlagsTargets(t *testing.T) {
 		wantErr string // a substring of the error; "" for none
 	}{
 		{
-			name: "default without a baseline",
-			want: []string{"direct", "pgbouncer", "sluice"},
+			name: "default without a baseline: both engines",
+			want: []string{"direct", "pgbouncer", "sluice", "sluice-goroutine"},
 		},
 		{
 			name: "-baseline-bin adds baseline to the default targets",
 			args: []string{"-baseline-bin", "/tmp/old-sluice"},
-			want: []string{"direct", "pgbouncer", "sluice", "baseline"},
+			want: []string{"direct", "pgbouncer", "sluice", "sluice-goroutine", "baseline"},
 		},
 		{
 			name: "explicit targets are kept in the canonical order",
@@ -43,7 +43,7 @@ func TestParseFlagsTargets(t *testing.T) {
 		{
 			name:    "unknown target",
 			args:    []string{"-targets", "sluice,odyssey"},
-			wantErr: `"odyssey" is not one of direct, pgbouncer, sluice, baseline`,
+			wantErr: `"odyssey" is not one of direct, pgbouncer, sluice, sluice-goroutine, baseline`,
 		},
 	}
 	for _, tt := range tests {
@@ -100,14 +100,19 @@ func TestRunOrderAlternatesSluiceAndBaseline(t *testing.T) {
 	for _, n := range allTargets {
 		all = append(all, &target{name: n})
 	}
-	if got := names(runOrder(all, 0)); got != "direct,pgbouncer,sluice,baseline" {
+	if got := names(runOrder(all, 0)); got != "direct,pgbouncer,sluice,sluice-goroutine,baseline" {
 		t.Errorf("order of combination 0 = %s", got)
 	}
-	if got := names(runOrder(all, 1)); got != "direct,pgbouncer,baseline,sluice" {
+	if got := names(runOrder(all, 1)); got != "direct,pgbouncer,baseline,sluice-goroutine,sluice" {
 		t.Errorf("order of combination 1 = %s", got)
 	}
-	if got := names(all); got != "direct,pgbouncer,sluice,baseline" {
+	if got := names(all); got != "direct,pgbouncer,sluice,sluice-goroutine,baseline" {
 		t.Errorf("runOrder changed the targets it was given: %s", got)
+	}
+	// The default targets: the two engines take turns going first.
+	engines := all[:4]
+	if got := names(runOrder(engines, 1)); got != "direct,pgbouncer,sluice-goroutine,sluice" {
+		t.Errorf("order of combination 1 without baseline = %s", got)
 	}
 	withoutBaseline := all[:3]
 	if got := names(runOrder(withoutBaseline, 1)); got != "direct,pgbouncer,sluice" {

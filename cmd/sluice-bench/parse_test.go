@@ -119,19 +119,19 @@ func TestQuoteLinesFoldsClients(t *testing.T) {
 	}
 }
 
-func TestCPUCell(t *testing.T) {
+func TestCPUMicrosCell(t *testing.T) {
 	ok := runResult{bench: pgbenchResult{tps: 10000, processed: 100000}, cpuSec: 2, hasCPU: true}
-	if got := cpuCell(ok, true, 10*time.Second); got != "0.200" {
-		t.Errorf("cpuCell = %q, want 0.200", got)
+	if got := cpuMicrosCell(ok, true, 10*time.Second); got != "20.0" {
+		t.Errorf("cpuMicrosCell = %q, want 20.0", got)
 	}
 	noCount := ok
 	noCount.bench.processed = 0
-	if got := cpuCell(noCount, true, 10*time.Second); got != "0.200" {
-		t.Errorf("cpuCell without a processed count = %q, want 0.200 from tps × duration", got)
+	if got := cpuMicrosCell(noCount, true, 10*time.Second); got != "20.0" {
+		t.Errorf("cpuMicrosCell without a processed count = %q, want 20.0 from tps × duration", got)
 	}
 	failed := ok
 	failed.err = errNoTPS
-	if got := cpuCell(failed, true, 10*time.Second); got != "-" {
-		t.Errorf("cpuCell of a failed run = %q, want -", got)
+	if got := cpuMicrosCell(failed, true, 10*time.Second); got != "-" {
+		t.Errorf("cpuMicrosCell of a failed run = %q, want -", got)
 	}
 }

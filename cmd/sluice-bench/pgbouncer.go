@@ -14,12 +14,20 @@ import (
 // pgbouncerBinary is where Debian's pgbouncer package installs it.
 const pgbouncerBinary = "/usr/sbin/pgbouncer"
 
+// pgbouncerUnsupported maps the pgbench -M modes PgBouncer is not run
+// with to why.
+var pgbouncerUnsupported = map[string]string{
+	"prepared": "PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode",
+}
+
 // pgbouncerSetup describes the PgBouncer the harness runs.
 type pgbouncerSetup struct {
 	dir      string // private directory for its ini, userlist and log
 	port     int
 	pgPort   int
 	poolSize int
+	// maxClientConn is max_client_conn; 0 means defaultMaxClientConn.
+	maxClientConn int
 	// cred is the user it runs as (it refuses root); nil runs it as the
 	// harness's user.
 	cred *syscall.Credential
@@ -42,7 +50,7 @@ pool_mode = transaction
 default_pool_size = %[6]d
 min_pool_size = 0
 reserve_pool_size = 0
-max_client_conn = 2000
+max_client_conn = %[8]d
 max_db_connections = 0
 listen_backlog = 4096
 ignore_startup_parameters = extra_float_digits
@@ -51,7 +59,19 @@ pidfile =
 log_connections = 0
 log_disconnections = 0
 `, benchDatabase, loopback, p.pgPort, p.port,
-		filepath.Join(p.dir, "userlist.txt"), p.poolSize, filepath.Join(p.dir, "pgbouncer.log"))
+		filepath.Join(p.dir, "userlist.txt"), p.poolSize, filepath.Join(p.dir, "pgbouncer.log"), p.clientLimit())
+}
+
+// defaultMaxClientConn is PgBouncer's max_client_conn unless the idle
+// stage needs more: above the largest pgbench client count.
+const defaultMaxClientConn = 2000
+
+// clientLimit returns max_client_conn.
+func (p pgbouncerSetup) clientLimit() int {
+	if p.maxClientConn > 0 {
+		return p.maxClientConn
+	}
+	return defaultMaxClientConn
 }
 
 // start writes PgBouncer's files and starts it in the foreground as p.cred.

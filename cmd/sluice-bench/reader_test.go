@@ -14,7 +14,7 @@ func TestReaderFlagAddsTheTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"direct", "pgbouncer", "sluice", "reader"}; !slices.Equal(o.targets, want) {
+	if want := []string{"direct", "pgbouncer", "sluice", "sluice-goroutine", "reader"}; !slices.Equal(o.targets, want) {
 		t.Errorf("targets with -reader = %v, want %v", o.targets, want)
 	}
 }
@@ -49,12 +49,12 @@ func TestMarkdownReaderSection(t *testing.T) {
 	report := b.markdown()
 	lines := tableLines(t, report)
 	// The main table is the one without -reader; the reader has its own.
-	if want := "| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU s/10k tx | pgbouncer CPU s/10k tx |"; lines[0] != want {
+	if want := "| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU µs/tx | pgbouncer CPU µs/tx | sluice/pgbouncer CPU |"; lines[0] != want {
 		t.Errorf("main table header = %q, want %q", lines[0], want)
 	}
 	for _, want := range []string{
-		"| mode | clients | sluice writer TPS | sluice writer lat ms | reader TPS | reader lat ms | reader/writer TPS | reader CPU s/10k tx |",
-		"| simple | 10 | 18000 | 0.550 | 27000 | 0.370 | 1.50 | 0.300 |",
+		"| mode | clients | sluice writer TPS | sluice writer lat ms | reader TPS | reader lat ms | reader/writer TPS | reader CPU µs/tx |",
+		"| simple | 10 | 18000 | 0.550 | 27000 | 0.370 | 1.50 | 30.0 |",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("the report lacks %q:\n%s", want, report)

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicedb/sluice/core/config"
 )
 
 // machine describes where the benchmark ran.
@@ -124,9 +126,10 @@ func clockTicks(ctx context.Context) int64 {
 	return 100
 }
 
-// markdown renders the report: the setup, one table, the reader endpoint's
-// and the filter's sections, the added latency at one client, the
-// proxies' memory, the machine and the notes.
+// markdown renders the report: the setup, one table, the syscall and idle
+// stages, the targets, the reader endpoint's and the filter's sections, the
+// added latency at one client, the proxies' memory, the machine and the
+// notes.
 func (b *bench) markdown() string {
 	var w strings.Builder
 	o := b.opts
@@ -134,8 +137,19 @@ func (b *bench) markdown() string {
 	fmt.Fprintf(&w, "Each cell is one `pgbench -S -n -T %d -c <clients> -j %d -M <mode>` run over TCP on loopback (md5 authentication, no TLS), "+
 		"after an unmeasured %s warm-up run. TPS excludes initial connection time; latency is pgbench's average. "+
 		"CPU is the proxy process's user+system time over the whole pgbench run (connecting the clients included) "+
-		"divided by the transactions processed. \"-\": direct runs above %d clients exceed the server's max_connections of %d.\n\n",
+		"divided by the transactions processed, in µs; \"x/pgbouncer\" columns are a Sluice target's TPS, or CPU per transaction, over PgBouncer's in the same row. "+
+		"\"-\": direct runs above %d clients exceed the server's max_connections of %d.\n\n",
 		wholeSeconds(o.duration), o.threads, o.warmup, directClientLimit, serverMaxConnections)
+	switch {
+	case slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetSluiceGoroutine):
+		fmt.Fprintf(&w, "\"sluice\" runs the loop engine (`engine = %q`, event loops for plaintext clients, `event_loops` left at its default); "+
+			"\"sluice-goroutine\" is the same executable and configuration with `engine = %q` (a goroutine per client). The two take turns going first.\n\n",
+			config.EngineLoop, config.EngineGoroutine)
+	case slices.Contains(o.targets, targetSluice):
+		fmt.Fprintf(&w, "\"sluice\" runs the loop engine (`engine = %q`, `event_loops` left at its default).\n\n", config.EngineLoop)
+	case slices.Contains(o.targets, targetSluiceGoroutine):
+		fmt.Fprintf(&w, "\"sluice-goroutine\" runs the goroutine engine (`engine = %q`).\n\n", config.EngineGoroutine)
+	}
 	hasSluiceBaseline := slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetBaseline)
 	switch {
 	case hasSluiceBaseline:
@@ -155,14 +169,25 @@ func (b *bench) markdown() string {
 	for _, t := range tableTargets {
 		header = append(header, t+" TPS", t+" lat ms")
 	}
-	hasBoth := slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetPgBouncer)
-	if hasBoth {
-		header = append(header, "sluice/pgbouncer TPS")
+	// Each Sluice target against PgBouncer: TPS and CPU per transaction.
+	var vsPgBouncer []string
+	if slices.Contains(o.targets, targetPgBouncer) {
+		for _, t := range sluiceTargets {
+			if slices.Contains(tableTargets, t) {
+				vsPgBouncer = append(vsPgBouncer, t)
+			}
+		}
+	}
+	for _, t := range vsPgBouncer {
+		header = append(header, t+"/pgbouncer TPS")
 	}
 	for _, t := range proxyTargets {
 		if slices.Contains(o.targets, t) {
-			header = append(header, t+" CPU s/10k tx")
+			header = append(header, t+" CPU µs/tx")
 		}
+	}
+	for _, t := range vsPgBouncer {
+		header = append(header, t+"/pgbouncer CPU")
 	}
 	if hasSluiceBaseline {
 		header = append(header, "sluice/baseline CPU")
@@ -188,9 +213,9 @@ func (b *bench) markdown() string {
 				r, ok := res(t)
 				row = append(row, tpsCell(r, ok), latencyCell(r, ok))
 			}
-			if hasBoth {
-				s, okS := res(targetSluice)
-				p, okP := res(targetPgBouncer)
+			p, okP := res(targetPgBouncer)
+			for _, t := range vsPgBouncer {
+				s, okS := res(t)
 				cell := ""
 				if okS && okP && succeeded(s) && succeeded(p) && p.bench.tps > 0 {
 					cell = fmt.Sprintf("%.2f", s.bench.tps/p.bench.tps)
@@ -200,8 +225,16 @@ func (b *bench) markdown() string {
 			for _, t := range proxyTargets {
 				if slices.Contains(o.targets, t) {
 					r, ok := res(t)
-					row = append(row, cpuCell(r, ok, o.duration))
+					row = append(row, cpuMicrosCell(r, ok, o.duration))
 				}
+			}
+			for _, t := range vsPgBouncer {
+				s, okS := res(t)
+				cell := ""
+				if okS && okP {
+					cell = cpuRatio(s, p, o.duration)
+				}
+				row = append(row, orDash(cell))
 			}
 			if hasSluiceBaseline {
 				s, okS := res(targetSluice)
@@ -216,6 +249,9 @@ func (b *bench) markdown() string {
 		}
 	}
 	w.WriteString("\n")
+	b.writeSyscalls(&w)
+	b.writeIdle(&w)
+	b.writeGoals(&w)
 	b.writeReader(&w)
 	b.writeFilter(&w)
 	b.writeAddedLatency(&w)
@@ -242,7 +278,7 @@ func (b *bench) writeReader(w *strings.Builder) {
 		"replicas of the server (pool %d per replica, so up to %d server connections), next to the sluice target above (the writer, "+
 		"one server, pool %d). The replicas run on the same machine as the primary and share its CPUs.\n\n",
 		readerReplicas, o.poolSize, readerReplicas*o.poolSize, o.poolSize)
-	writeRow(w, []string{"mode", "clients", "sluice writer TPS", "sluice writer lat ms", "reader TPS", "reader lat ms", "reader/writer TPS", "reader CPU s/10k tx"})
+	writeRow(w, []string{"mode", "clients", "sluice writer TPS", "sluice writer lat ms", "reader TPS", "reader lat ms", "reader/writer TPS", "reader CPU µs/tx"})
 	writeRow(w, []string{"---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"})
 	for _, mode := range o.modes {
 		for _, clients := range o.clients {
@@ -253,7 +289,7 @@ func (b *bench) writeReader(w *strings.Builder) {
 				ratio = fmt.Sprintf("%.2f", r.bench.tps/s.bench.tps)
 			}
 			writeRow(w, []string{mode, strconv.Itoa(clients), tpsCell(s, okS), latencyCell(s, okS), tpsCell(r, okR), latencyCell(r, okR),
-				orDash(ratio), cpuCell(r, okR, o.duration)})
+				orDash(ratio), cpuMicrosCell(r, okR, o.duration)})
 		}
 	}
 	w.WriteString("\n")
@@ -378,7 +414,11 @@ func latencyCell(r runResult, ok bool) string {
 
 // proxyTargets are the targets whose CPU time is measured, in the order
 // of their CPU columns.
-var proxyTargets = []string{targetSluice, targetPgBouncer, targetBaseline}
+var proxyTargets = []string{targetSluice, targetSluiceGoroutine, targetPgBouncer, targetBaseline}
+
+// sluiceTargets are the main table's Sluice targets, each compared with
+// PgBouncer.
+var sluiceTargets = []string{targetSluice, targetSluiceGoroutine, targetBaseline}
 
 // cpuPerTx returns a proxy's CPU seconds per transaction: CPU time over the
 // transactions pgbench processed, or tps × duration if it did not say;
@@ -395,18 +435,6 @@ func cpuPerTx(r runResult, duration time.Duration) (float64, bool) {
 		return 0, false
 	}
 	return r.cpuSec / tx, true
-}
-
-// cpuCell renders a proxy's CPU seconds per 10,000 transactions.
-func cpuCell(r runResult, ok bool, duration time.Duration) string {
-	if !ok {
-		return ""
-	}
-	perTx, ok := cpuPerTx(r, duration)
-	if !ok {
-		return "-"
-	}
-	return fmt.Sprintf("%.3f", perTx*10000)
 }
 
 // cpuRatio renders a's CPU time per transaction over b's, from the

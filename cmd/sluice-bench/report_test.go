@@ -23,19 +23,23 @@ func reportBench(targets ...string) *bench {
 		}
 	}
 	put(targetDirect, 40000, 0.25, 0)
-	put(targetPgBouncer, 20000, 0.5, 4)    // 0.2 s/10k tx
-	put(targetSluice, 18000, 0.55, 5.4)    // 0.3 s/10k tx
-	put(targetBaseline, 16000, 0.625, 6.4) // 0.4 s/10k tx
+	put(targetPgBouncer, 20000, 0.5, 4)            // 20 µs/tx
+	put(targetSluice, 18000, 0.55, 5.4)            // 30 µs/tx
+	put(targetSluiceGoroutine, 19000, 0.526, 4.56) // 24 µs/tx
+	put(targetBaseline, 16000, 0.625, 6.4)         // 40 µs/tx
 	return b
 }
 
-// tableLines returns the header, separator and rows of the report's table.
+// tableLines returns the header, separator and rows of the report's first
+// table.
 func tableLines(t *testing.T, report string) []string {
 	t.Helper()
 	var lines []string
 	for _, line := range strings.Split(report, "\n") {
 		if strings.HasPrefix(line, "| ") {
 			lines = append(lines, line)
+		} else if len(lines) > 0 {
+			break
 		}
 	}
 	if len(lines) < 3 {
@@ -48,9 +52,9 @@ func TestMarkdownWithoutBaseline(t *testing.T) {
 	report := reportBench(targetDirect, targetPgBouncer, targetSluice).markdown()
 	got := tableLines(t, report)
 	want := []string{
-		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU s/10k tx | pgbouncer CPU s/10k tx |",
-		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 0.90 | 0.300 | 0.200 |",
+		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice/pgbouncer TPS | sluice CPU µs/tx | pgbouncer CPU µs/tx | sluice/pgbouncer CPU |",
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 0.90 | 30.0 | 20.0 | 1.50 |",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("table =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -60,15 +64,35 @@ func TestMarkdownWithoutBaseline(t *testing.T) {
 	}
 }
 
+func TestMarkdownBothEngines(t *testing.T) {
+	report := reportBench(targetDirect, targetPgBouncer, targetSluice, targetSluiceGoroutine).markdown()
+	got := tableLines(t, report)
+	want := []string{
+		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | sluice-goroutine TPS | sluice-goroutine lat ms | " +
+			"sluice/pgbouncer TPS | sluice-goroutine/pgbouncer TPS | sluice CPU µs/tx | sluice-goroutine CPU µs/tx | pgbouncer CPU µs/tx | " +
+			"sluice/pgbouncer CPU | sluice-goroutine/pgbouncer CPU |",
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 19000 | 0.526 | 0.90 | 0.95 | 30.0 | 24.0 | 20.0 | 1.50 | 1.20 |",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("table =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, s := range []string{"`engine = \"loop\"`", "`engine = \"goroutine\"`", "The two take turns going first."} {
+		if !strings.Contains(report, s) {
+			t.Errorf("the report lacks %q:\n%s", s, report)
+		}
+	}
+}
+
 func TestMarkdownWithBaseline(t *testing.T) {
 	b := reportBench(targetDirect, targetPgBouncer, targetSluice, targetBaseline)
 	b.opts.baselineBin = "/tmp/old-sluice"
 	report := b.markdown()
 	got := tableLines(t, report)
 	want := []string{
-		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | baseline TPS | baseline lat ms | sluice/pgbouncer TPS | sluice CPU s/10k tx | pgbouncer CPU s/10k tx | baseline CPU s/10k tx | sluice/baseline CPU |",
-		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 16000 | 0.625 | 0.90 | 0.300 | 0.200 | 0.400 | 0.75 |",
+		"| clients | direct TPS | direct lat ms | pgbouncer TPS | pgbouncer lat ms | sluice TPS | sluice lat ms | baseline TPS | baseline lat ms | sluice/pgbouncer TPS | baseline/pgbouncer TPS | sluice CPU µs/tx | pgbouncer CPU µs/tx | baseline CPU µs/tx | sluice/pgbouncer CPU | baseline/pgbouncer CPU | sluice/baseline CPU |",
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+		"| 10 | 40000 | 0.250 | 20000 | 0.500 | 18000 | 0.550 | 16000 | 0.625 | 0.90 | 0.80 | 30.0 | 20.0 | 40.0 | 1.50 | 2.00 | 0.75 |",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("table =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -85,7 +109,7 @@ func TestMarkdownBaselineFailed(t *testing.T) {
 	key := resultKey{mode: "simple", clients: 10, target: targetBaseline}
 	b.results[key] = runResult{err: errNoTPS}
 	got := tableLines(t, b.markdown())[2]
-	want := "| 10 | 18000 | 0.550 | failed | - | 0.300 | - | - |"
+	want := "| 10 | 18000 | 0.550 | failed | - | 30.0 | - | - |"
 	if got != want {
 		t.Errorf("row = %q, want %q", got, want)
 	}

@@ -26,6 +26,9 @@ type sluiceSetup struct {
 	port     int
 	pgAddr   string
 	poolSize int
+	// engine is the engine key of proxy.hcl: config.EngineLoop or
+	// config.EngineGoroutine; "" leaves the key out (Sluice's default).
+	engine string
 	// replicas, when set, are the cluster's replicas, and the listener
 	// is a reader: pgbench's transactions go to them (pools of poolSize
 	// each).
@@ -40,7 +43,10 @@ type sluiceSetup struct {
 // transaction pooling with the given pool size and md5 authentication of the
 // bench user, mirroring the PgBouncer setup.
 func (s sluiceSetup) configHCL() string {
-	listenRole, replicas, fallback, filter := "", "", "", ""
+	listenRole, replicas, fallback, filter, engine := "", "", "", "", ""
+	if s.engine != "" {
+		engine = fmt.Sprintf("engine           = %q\n", s.engine)
+	}
 	if len(s.replicas) > 0 {
 		listenRole = "\n  role    = \"reader\""
 		quoted := make([]string, len(s.replicas))
@@ -84,7 +90,7 @@ log {
 }
 
 shutdown_timeout = "0s"
-%s`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, fallback, benchUser, benchPassword, benchUser, benchPassword, filter)
+%s%s`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, fallback, benchUser, benchPassword, benchUser, benchPassword, engine, filter)
 }
 
 // start validates and writes proxy.hcl and runs `sluice run` as a separate

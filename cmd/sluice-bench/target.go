@@ -11,7 +11,13 @@ import (
 const (
 	targetDirect    = "direct"
 	targetPgBouncer = "pgbouncer"
-	targetSluice    = "sluice"
+	// targetSluice is the sluice executable with the loop engine
+	// (engine = "loop").
+	targetSluice = "sluice"
+	// targetSluiceGoroutine is the same executable and configuration with
+	// the goroutine engine (engine = "goroutine"), run and shown next to
+	// targetSluice.
+	targetSluiceGoroutine = "sluice-goroutine"
 	// targetBaseline is a second Sluice executable (-baseline-bin), set up
 	// exactly like targetSluice, to compare two builds in one run.
 	targetBaseline = "baseline"
