@@ -774,13 +774,28 @@ func (s *Session) loopRelease(how session.Release, cancel bool) {
 	give()
 }
 
-// loopBorrow borrows a server connection for route off the loop; the
-// client's message (type typ, body length n) waits.
+// loopBorrow borrows a server connection for route without blocking the
+// loop; the client's message (type typ, body length n) waits.
 func (s *Session) loopBorrow(route session.Route, typ byte, n int) {
 	lp := s.lp
-	if s.env.TryBorrow != nil {
+	lp.borrowing = true
+	if s.env.BorrowFunc != nil {
+		later := func(srv *pool.Conn, err error) {
+			lp.l.Post(func() {
+				if err != nil && !errors.Is(err, pool.ErrBorrowTimeout) {
+					// A pool retired or a dial that failed: Borrow tries
+					// again across the failover.
+					s.loopBorrowOff(route, typ, n)
+					return
+				}
+				s.loopBorrowed(srv, err, typ, n, true)
+			})
+		}
 		for range 4 {
-			srv := s.env.TryBorrow(s.user, s.database, route, lp.l)
+			srv, queued := s.env.BorrowFunc(s.user, s.database, route, lp.l, later)
+			if queued {
+				return
+			}
 			if srv == nil {
 				break
 			}
@@ -791,12 +806,16 @@ func (s *Session) loopBorrow(route session.Route, typ byte, n int) {
 				srv.Pool().Discard(srv)
 				continue
 			}
-			lp.borrowing = true
 			s.loopBorrowed(srv, nil, typ, n, false)
 			return
 		}
 	}
-	lp.borrowing = true
+	s.loopBorrowOff(route, typ, n)
+}
+
+// loopBorrowOff borrows on a goroutine, which posts the result back.
+func (s *Session) loopBorrowOff(route session.Route, typ byte, n int) {
+	lp := s.lp
 	ctx := lp.ctx
 	go func() {
 		srv, err := s.env.Borrow(ctx, s.user, s.database, route)

@@ -51,10 +51,11 @@ type Env struct {
 	// Borrow lends a server connection for a route: Pool and its Borrow,
 	// retried across a failover while the endpoint cannot be reached.
 	Borrow func(ctx context.Context, u *User, database string, r session.Route) (*pool.Conn, error)
-	// TryBorrow, if set, lends a server connection for a route without
-	// waiting, preferring one whose pool.Home's Owner is owner, or returns
-	// nil; the event loop calls Borrow off the loop then.
-	TryBorrow func(u *User, database string, r session.Route, owner any) *pool.Conn
+	// BorrowFunc, if set, lends a server connection for a route without
+	// blocking (pool.Pool.BorrowFunc): an idle one at once, preferring one
+	// whose pool.Home's Owner is owner, or, with queued, later through fn.
+	// With neither, the event loop calls Borrow off the loop.
+	BorrowFunc func(u *User, database string, r session.Route, owner any, fn func(*pool.Conn, error)) (c *pool.Conn, queued bool)
 	// CountPin, if set, is called once per session and pin reason.
 	CountPin func(reason string)
 	// IdleInTransactionTimeout ends a client that holds a server connection

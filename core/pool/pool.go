@@ -153,6 +153,76 @@ func (p *Pool) TryBorrow(owner any) *Conn {
 	return c
 }
 
+// BorrowFunc is Borrow for a caller that must never block (an event
+// loop). It returns an idle connection at once when TryBorrow would. When
+// every connection the pool may open is lent, it queues the caller behind
+// the other borrowers and returns queued: fn is called once, later, with a
+// connection or with what Borrow would have returned (53300 after the
+// borrow timeout, ErrClosed, a dial's error), from the goroutine that
+// returned a connection or from another one; fn must not block. It
+// returns neither when Borrow is needed: the pool would dial, or check an
+// idle connection first.
+func (p *Pool) BorrowFunc(owner any, fn func(*Conn, error)) (c *Conn, queued bool) {
+	if c := p.TryBorrow(owner); c != nil {
+		return c, false
+	}
+	start := time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle) > 0 || p.open < p.settings.MaxConnections && p.waiters.len == 0 {
+		p.mu.Unlock()
+		return nil, false
+	}
+	p.stats.Borrows++
+	w := p.waiters.push()
+	w.fn, w.start = fn, start
+	timeout := p.settings.BorrowTimeout
+	w.timer = time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		if !p.waiters.remove(w) {
+			p.mu.Unlock() // granted meanwhile
+			return
+		}
+		p.stats.Timeouts++
+		p.mu.Unlock()
+		p.obs.Waited(time.Since(start))
+		p.obs.TimedOut()
+		fn(nil, wire.Errorf(wire.CodeTooManyConnections,
+			"timed out after %s waiting for a server connection in pool %s", timeout, p.name).
+			Wrap(ErrBorrowTimeout))
+	})
+	p.mu.Unlock()
+	return nil, true
+}
+
+// give hands g to w, a waiter just taken off the queue, outside p.mu.
+func (p *Pool) give(w *waiter, g grant) {
+	if w.fn == nil {
+		w.ch <- g
+		return
+	}
+	w.timer.Stop()
+	p.obs.Waited(time.Since(w.start))
+	switch {
+	case g.closed:
+		w.fn(nil, ErrClosed)
+	case g.conn != nil:
+		w.fn(p.lend(g.conn))
+	default:
+		// A slot to dial in: not on the caller's goroutine.
+		go func() { w.fn(p.dialConn(context.Background())) }()
+	}
+}
+
+// giveLocked is give under p.mu: a channel send, or a callback on a
+// goroutine of its own.
+func (p *Pool) giveLocked(w *waiter, g grant) {
+	if w.fn == nil {
+		w.ch <- g
+		return
+	}
+	go p.give(w, g)
+}
+
 // borrow is Borrow, which began at start.
 func (p *Pool) borrow(ctx context.Context, start time.Time) (*Conn, error) {
 	p.mu.Lock()
@@ -294,7 +364,7 @@ func (p *Pool) Return(c *Conn) {
 	}
 	if w := p.waiters.pop(); w != nil {
 		p.mu.Unlock()
-		w.ch <- grant{conn: c}
+		p.give(w, grant{conn: c})
 		return
 	}
 	if len(p.idle) >= p.settings.MaxIdleConnections {
@@ -345,7 +415,7 @@ func (p *Pool) grantLocked() {
 	for p.waiters.len > 0 && p.open < p.settings.MaxConnections && !p.closed {
 		w := p.waiters.pop()
 		p.open++
-		w.ch <- grant{}
+		p.giveLocked(w, grant{})
 	}
 }
 
@@ -407,7 +477,7 @@ func (p *Pool) Close() {
 	p.idle = nil
 	p.open -= len(idle)
 	for w := p.waiters.pop(); w != nil; w = p.waiters.pop() {
-		w.ch <- grant{closed: true}
+		p.giveLocked(w, grant{closed: true})
 	}
 	p.mu.Unlock()
 	for _, c := range idle {
@@ -458,7 +528,12 @@ type grant struct {
 }
 
 type waiter struct {
-	ch         chan grant
+	ch chan grant
+	// fn, for BorrowFunc, takes the grant instead of ch; timer is its
+	// borrow timeout, start when it began.
+	fn         func(*Conn, error)
+	timer      *time.Timer
+	start      time.Time
 	next, prev *waiter
 	queued     bool
 }

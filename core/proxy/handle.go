@@ -131,20 +131,20 @@ func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Rol
 			}
 			return p.borrow(ctx, r.Cluster, r.Role, u, database)
 		},
-		TryBorrow: func(u *engine.User, database string, r session.Route, owner any) *pool.Conn {
+		BorrowFunc: func(u *engine.User, database string, r session.Route, owner any, fn func(*pool.Conn, error)) (*pool.Conn, bool) {
 			r = resolve(r)
 			if r.MinLSN != 0 && r.Role == session.RoleReplica {
-				return nil // read-your-writes chooses with a query
+				return nil, false // read-your-writes chooses with a query
 			}
 			pl, err := p.poolFor(p.noWait, r.Cluster, r.Role, u, database)
 			if err != nil || pl == nil {
-				return nil
+				return nil, false
 			}
-			c := pl.TryBorrow(owner)
+			c, queued := pl.BorrowFunc(owner, fn)
 			if c != nil {
 				p.metrics.noteBorrow(r.Cluster, r.Role, nil)
 			}
-			return c
+			return c, queued
 		},
 		CountPin:                 p.countPin,
 		Rekey:                    p.rekey,
