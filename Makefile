@@ -44,10 +44,13 @@ $(BIN)/consul: $(CONSUL_MOD)/go.mod
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/sluice ./cmd/sluice
 
+# test runs everything under the race detector with the default (loop)
+# engine, then the integration tests again under the goroutine engine
+# (the TestLoop ones choose the loop engine themselves), then short fuzz runs.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	SLUICE_ENGINE=goroutine $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./core/proxy
+	SLUICE_ENGINE=goroutine $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '^TestLoop' ./core/proxy
 	$(GO) test -run '^$$' -fuzz FuzzReadStartup -fuzztime 10s ./core/wire
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 10s ./core/sqlclass
 	$(GO) test -run '^$$' -fuzz FuzzMachine -fuzztime 10s ./core/session

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -238,12 +239,18 @@ func TestClientThatStopsReadingBlocksNothing(t *testing.T) {
 	su := e.superuser(t)
 	ctx := context.Background()
 	stuck := e.rawClient(ctx, t)
+	heapBefore := heapInUse()
 	if _, err := stuck.Write(queryMessage("SELECT repeat('x', 1000) FROM generate_series(1, 1000000) /* stuck-reader */")); err != nil {
 		t.Fatal(err)
 	}
 	// The backend waits for Sluice to take more of the result: Sluice's
-	// writes to the client are blocked.
+	// writes to the client are blocked, and Sluice holds a bounded part
+	// of the result (the proxy runs in this process: its heap is ours).
 	awaitBackends(t, su, 20*time.Second, 1, "query LIKE '%stuck-reader%' AND wait_event = 'ClientWrite'")
+	time.Sleep(500 * time.Millisecond)
+	if grown := heapInUse() - heapBefore; grown > 64<<20 {
+		t.Errorf("the heap grew by %d MiB while a 1 GB result waited for a client that reads nothing", grown>>20)
+	}
 
 	bounded := func(what string, timeout time.Duration, f func(ctx context.Context) error) {
 		t.Helper()
@@ -489,4 +496,12 @@ func TestQueryTimeout(t *testing.T) {
 			t.Fatalf("pg_sleep(2) without query_timeout: %v", err)
 		}
 	})
+}
+
+// heapInUse returns the bytes of heap in use after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
 }
