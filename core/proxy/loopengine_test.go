@@ -353,6 +353,17 @@ func loopAuthCode(typ byte, body []byte) (uint32, error) {
 	return binary.BigEndian.Uint32(body), nil
 }
 
+// loopReadAuth reads the next message, which must be an Authentication
+// message: its code and body.
+func loopReadAuth(nc net.Conn) (uint32, []byte, error) {
+	typ, body, err := loopReadMsg(nc)
+	if err != nil {
+		return 0, nil, err
+	}
+	code, err := loopAuthCode(typ, body)
+	return code, body, err
+}
+
 // loopStartup dials addr and sends a StartupMessage for user app and
 // database appdb.
 func loopStartup(addr string) (net.Conn, error) {
@@ -823,11 +834,7 @@ func (s *scramLogin) first() error {
 	if _, err := s.nc.Write(wire.AppendMessage(nil, wire.MsgPassword, resp)); err != nil {
 		return err
 	}
-	typ, body, err := loopReadMsg(s.nc)
-	if err != nil {
-		return err
-	}
-	code, err := loopAuthCode(typ, body)
+	code, body, err := loopReadAuth(s.nc)
 	if err != nil {
 		return err
 	}
@@ -885,11 +892,7 @@ func (s *scramLogin) finish(password string) error {
 		return err
 	}
 	for _, want := range []uint32{12, 0} { // SASLFinal, AuthenticationOk
-		typ, body, err := loopReadMsg(s.nc)
-		if err != nil {
-			return err
-		}
-		code, err := loopAuthCode(typ, body)
+		code, body, err := loopReadAuth(s.nc)
 		if err != nil {
 			return err
 		}
