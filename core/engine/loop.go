@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicedb/sluice/core/engine/evloop"
@@ -56,6 +57,13 @@ type loopSession struct {
 	srv  *srvOnLoop
 	done func()
 
+	memo PoolMemo
+	// A borrow that queued: where for, the client message that waits
+	// (its type and length), and the callback, made once.
+	bRoute    session.Route
+	bN        int
+	granted   func(*pool.Conn, error)
+	bTyp      byte
 	borrowing bool
 	ended     bool
 	// needReplies: the client's next message waits for the server's
@@ -201,6 +209,10 @@ func (s *Session) handOff(ctx context.Context, l *evloop.Loop) bool {
 	lp := &loopSession{l: l, ctx: ctx, c: peer{fd: fd}, done: s.onEnd}
 	lp.c.in = s.cr.TakeBuffered()
 	s.conn.Close() // the dup in fd keeps the socket
+	s.mu.Lock()
+	s.conn = nil // an idle session keeps no more than its fd
+	s.mu.Unlock()
+	putReaderWriter(s.cr, s.cw)
 	s.cr, s.cw = nil, nil
 	srv := s.srv
 	s.onLoop.Store(l)
@@ -209,13 +221,13 @@ func (s *Session) handOff(ctx context.Context, l *evloop.Loop) bool {
 		reg, err := l.Add(fd, clientEvents{s})
 		if err != nil {
 			unix.Close(fd)
-			s.log.Error("cannot register a client with the event loop", zap.Error(err))
+			s.logAt(zapcore.ErrorLevel, "cannot register a client with the event loop", zap.Error(err))
 			s.loopFinish(err)
 			return
 		}
 		lp.reg = reg
 		lp.c.readable = true
-		s.log.Debug("session moved to an event loop", zap.Int("loop", l.ID()))
+		s.logAt(zapcore.DebugLevel, "session moved to an event loop", zap.Int("loop", l.ID()))
 		if srv != nil {
 			if err := s.joinLoop(srv); err != nil {
 				s.loopFinish(err)
@@ -362,7 +374,7 @@ func (s *Session) loopRead() {
 	if lp.c.readable && lp.c.eof == nil && s.wantClient() {
 		lp.c.read(lp.l, lp.cNeed)
 		if lp.c.eof == nil {
-			s.lastActive.Store(time.Now().UnixNano())
+			s.lastActive.Store(lp.l.Now().UnixNano())
 		}
 	}
 	if h := lp.srv; h != nil && h.p.readable && h.p.eof == nil && s.wantServer() {
@@ -400,7 +412,7 @@ func (p *peer) read(l *evloop.Loop, need int) {
 	}
 	space := p.in[len(p.in):cap(p.in)]
 	for {
-		n, err := unix.Read(p.fd, space)
+		n, err := evloop.Read(p.fd, space)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -449,7 +461,7 @@ func (p *peer) queue(l *evloop.Loop, b []byte) {
 func (p *peer) flush(l *evloop.Loop) bool {
 	wrote := false
 	for len(p.out) > 0 && p.werr == nil {
-		n, err := unix.Write(p.fd, p.out)
+		n, err := evloop.Write(p.fd, p.out)
 		if n > 0 {
 			wrote = true
 			rest := copy(p.out, p.out[n:])
@@ -707,7 +719,7 @@ func (s *Session) loopPerform(st session.Step, typ byte, n int, from source) err
 			if it := s.env.IdleInTransactionTimeout; it > 0 && it < t {
 				t = it
 			}
-			s.loopDeadline(&lp.clientDL, time.Now().Add(t))
+			s.loopDeadline(&lp.clientDL, lp.l.Now().Add(t))
 		}
 	}
 	if st.Release != session.Keep {
@@ -756,22 +768,24 @@ func (s *Session) loopRelease(how session.Release, cancel bool) {
 	h.p.in, h.p.off, h.p.out = nil, 0, nil
 	h.sawEvent = h.p.readable
 	h.p.readable = false
-	give := func() {
-		if how == session.ReleaseReturn {
-			srv.Pool().Return(srv)
-		} else {
-			srv.Pool().Discard(srv)
-		}
-	}
 	if cancel {
 		ctx := lp.ctx
 		go func() { // a cancel dials: off the loop
 			s.cancelServer(ctx, srv)
-			give()
+			give(srv, how)
 		}()
 		return
 	}
-	give()
+	give(srv, how)
+}
+
+// give hands a released connection back to its pool.
+func give(srv *pool.Conn, how session.Release) {
+	if how == session.ReleaseReturn {
+		srv.Pool().Return(srv)
+	} else {
+		srv.Pool().Discard(srv)
+	}
 }
 
 // loopBorrow borrows a server connection for route without blocking the
@@ -780,19 +794,12 @@ func (s *Session) loopBorrow(route session.Route, typ byte, n int) {
 	lp := s.lp
 	lp.borrowing = true
 	if s.env.BorrowFunc != nil {
-		later := func(srv *pool.Conn, err error) {
-			lp.l.Post(func() {
-				if err != nil && !errors.Is(err, pool.ErrBorrowTimeout) {
-					// A pool retired or a dial that failed: Borrow tries
-					// again across the failover.
-					s.loopBorrowOff(route, typ, n)
-					return
-				}
-				s.loopBorrowed(srv, err, typ, n, true)
-			})
+		lp.bRoute, lp.bTyp, lp.bN = route, typ, n
+		if lp.granted == nil {
+			lp.granted = func(srv *pool.Conn, err error) { s.loopGranted(lp, srv, err) }
 		}
 		for range 4 {
-			srv, queued := s.env.BorrowFunc(s.user, s.database, route, lp.l, later)
+			srv, queued := s.env.BorrowFunc(s.user, s.database, route, lp.l, lp.l.Now(), &lp.memo, lp.granted)
 			if queued {
 				return
 			}
@@ -811,6 +818,20 @@ func (s *Session) loopBorrow(route session.Route, typ byte, n int) {
 		}
 	}
 	s.loopBorrowOff(route, typ, n)
+}
+
+// loopGranted receives, on any goroutine, the connection (or error) a
+// borrow that queued waited for, and takes it to the loop.
+func (s *Session) loopGranted(lp *loopSession, srv *pool.Conn, err error) {
+	lp.l.Post(func() {
+		if err != nil && !errors.Is(err, pool.ErrBorrowTimeout) {
+			// A pool retired or a dial that failed: Borrow tries
+			// again across the failover.
+			s.loopBorrowOff(lp.bRoute, lp.bTyp, lp.bN)
+			return
+		}
+		s.loopBorrowed(srv, err, lp.bTyp, lp.bN, true)
+	})
 }
 
 // loopBorrowOff borrows on a goroutine, which posts the result back.
@@ -900,12 +921,14 @@ func (s *Session) loopLeave(srv *pool.Conn, typ byte, n int) error {
 	lp.l.Recycle(lp.c.in)
 	lp.l.Recycle(lp.c.out)
 	lp.c.in, lp.c.out = nil, nil
+	s.mu.Lock()
 	s.conn = nc
-	s.cr = wire.NewReader(io.MultiReader(bytes.NewReader(in), nc))
-	s.cw = wire.NewWriter(nc)
+	s.mu.Unlock()
+	s.cr = newReader(io.MultiReader(bytes.NewReader(in), nc))
+	s.cw = newWriter(nc)
 	s.lp = nil
 	s.onLoop.Store(nil)
-	s.log.Debug("session left its event loop for a TLS server connection")
+	s.logAt(zapcore.DebugLevel, "session left its event loop for a TLS server connection")
 	ctx := lp.ctx
 	go func() {
 		defer func() {
@@ -945,7 +968,7 @@ func (s *Session) loopIdle() error {
 	}
 	if t := s.env.IdleInTransactionTimeout; t > 0 && h != nil && s.m.InTransaction() &&
 		s.m.Expect() != session.ExpectReplies && lp.c.fwd == 0 && len(lp.c.buffered()) == 0 {
-		s.loopDeadline(&lp.clientDL, time.Now().Add(t))
+		s.loopDeadline(&lp.clientDL, lp.l.Now().Add(t))
 	} else if lp.c.fwd == 0 {
 		lp.clientDL = time.Time{}
 	}
@@ -960,7 +983,7 @@ func (s *Session) loopQueryTimeout() {
 	}
 	if s.m.AwaitsClientRequest() {
 		if lp.queryDL.IsZero() {
-			s.loopDeadline(&lp.queryDL, time.Now().Add(s.env.QueryTimeout))
+			s.loopDeadline(&lp.queryDL, lp.l.Now().Add(s.env.QueryTimeout))
 		}
 	} else {
 		lp.queryDL, lp.cancelled = time.Time{}, false
@@ -971,7 +994,7 @@ func (s *Session) loopQueryTimeout() {
 func (s *Session) loopDeadline(dl *time.Time, t time.Time) {
 	lp := s.lp
 	*dl = t
-	d := time.Until(t)
+	d := t.Sub(lp.l.Now())
 	if lp.timer == nil {
 		lp.timer = lp.l.AfterFunc(d, s.loopTimer)
 		return

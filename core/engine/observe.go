@@ -59,11 +59,19 @@ func loginFailure(err error) LoginFailure {
 	return LoginNoServer
 }
 
+// sinceBorn is the session's age: by its loop's clock on a loop.
+func (s *Session) sinceBorn() time.Duration {
+	if s.lp != nil {
+		return s.lp.l.Now().Sub(s.born)
+	}
+	return time.Since(s.born)
+}
+
 // forwarded notes that a client request went to the held server: the
 // server's response time runs from the first message of a request.
 func (s *Session) forwarded() {
 	if s.reqStart == 0 {
-		s.reqStart = max(time.Since(s.born), 1)
+		s.reqStart = max(s.sinceBorn(), 1)
 	}
 }
 
@@ -71,7 +79,7 @@ func (s *Session) forwarded() {
 // on srv to its pool's Observer. When more requests are owed (a
 // pipeline), the next one's time runs from now.
 func (s *Session) answered(srv *pool.Conn, status byte) {
-	now := max(time.Since(s.born), 1)
+	now := max(s.sinceBorn(), 1)
 	took := time.Duration(-1)
 	if s.reqStart != 0 {
 		took = now - s.reqStart

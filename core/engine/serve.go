@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sluicedb/sluice/core/auth"
 	"github.com/sluicedb/sluice/core/pool"
@@ -71,6 +72,10 @@ func (s *Session) Serve(ctx context.Context) {
 // serveOn relays for the session on its goroutine unless err (from login)
 // already ended it, then ends it.
 func (s *Session) serveOn(ctx context.Context, err error) {
+	defer func() {
+		putReaderWriter(s.cr, s.cw)
+		s.cr, s.cw = nil, nil
+	}()
 	defer s.conn.Close()
 	defer func() {
 		if s.endPolicy != nil {
@@ -97,17 +102,17 @@ func (s *Session) logEnd(err error) *wire.Error {
 	var we *wire.Error
 	switch {
 	case err == nil || errors.Is(err, errEnded) && !errors.As(err, &we):
-		s.log.Debug("client disconnected")
+		s.logAt(zapcore.DebugLevel, "client disconnected")
 	case isDisconnect(err) || errors.Is(err, errClosed) || errors.Is(err, errClientGone) || errors.Is(err, errPeerEOF):
-		s.log.Debug("client connection ended", zap.Error(err))
+		s.logAt(zapcore.DebugLevel, "client connection ended", zap.Error(err))
 	case errors.Is(err, errEnded):
-		s.log.Info("session ended", zap.String("sqlstate", we.Code), zap.Error(we))
+		s.logAt(zapcore.InfoLevel, "session ended", zap.String("sqlstate", we.Code), zap.Error(we))
 	default:
 		we = wire.AsError(err)
 		if we.Code == wire.CodeInternalError {
-			s.log.Error("session failed", zap.Error(err))
+			s.logAt(zapcore.ErrorLevel, "session failed", zap.Error(err))
 		} else {
-			s.log.Info("session ended", zap.String("sqlstate", we.Code), zap.Error(err))
+			s.logAt(zapcore.InfoLevel, "session ended", zap.String("sqlstate", we.Code), zap.Error(err))
 		}
 		return we
 	}
@@ -153,11 +158,10 @@ func (s *Session) login(ctx context.Context) error {
 	if !ok || database == "" {
 		database = userName
 	}
-	s.database = database
-	s.log = s.log.With(zap.String("user", userName), zap.String("database", database))
 	s.mu.Lock()
 	s.info.User, s.info.Database = userName, database
 	s.mu.Unlock()
+	s.database = database
 
 	params, unknownOpts, err := session.StartupParams(st)
 	if err != nil {
@@ -194,7 +198,7 @@ func (s *Session) login(ctx context.Context) error {
 
 	var route session.Route // where the session's connections come from
 	if s.env.StartSession != nil {
-		a := SessionAttrs{User: userName, Database: database, ClientAddr: s.conn.RemoteAddr().String()}
+		a := SessionAttrs{User: userName, Database: database, ClientAddr: s.client}
 		_, a.TLS = s.conn.(*tls.Conn)
 		for _, p := range params {
 			if p.Name == "application_name" {
@@ -255,7 +259,8 @@ func (s *Session) login(ctx context.Context) error {
 		}
 	}
 	s.publish()
-	s.log.Info("client logged in")
+	s.startup = nil
+	s.logAt(zapcore.InfoLevel, "client logged in")
 	if err := s.cw.Flush(); err != nil {
 		return err
 	}

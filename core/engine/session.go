@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sluicedb/sluice/core/auth"
 	"github.com/sluicedb/sluice/core/engine/evloop"
@@ -54,8 +55,9 @@ type Env struct {
 	// BorrowFunc, if set, lends a server connection for a route without
 	// blocking (pool.Pool.BorrowFunc): an idle one at once, preferring one
 	// whose pool.Home's Owner is owner, or, with queued, later through fn.
-	// With neither, the event loop calls Borrow off the loop.
-	BorrowFunc func(u *User, database string, r session.Route, owner any, fn func(*pool.Conn, error)) (c *pool.Conn, queued bool)
+	// With neither, the event loop calls Borrow off the loop. now is the
+	// loop's clock; memo is the session's, for BorrowFunc to keep.
+	BorrowFunc func(u *User, database string, r session.Route, owner any, now time.Time, memo *PoolMemo, fn func(*pool.Conn, error)) (c *pool.Conn, queued bool)
 	// CountPin, if set, is called once per session and pin reason.
 	CountPin func(reason string)
 	// IdleInTransactionTimeout ends a client that holds a server connection
@@ -88,6 +90,18 @@ type SessionRouter interface {
 	SessionRoute() session.Route
 }
 
+// A PoolMemo is where a session's last borrow for a route went and what
+// that choice rested on, so that Env.BorrowFunc can skip the lookup while
+// nothing it rested on changed. The Env fills it in and reads it; the
+// engine only keeps it, one per session.
+type PoolMemo struct {
+	Route session.Route
+	Pool  *pool.Pool
+	// Stamp is what the choice rested on (for the proxy: the topology
+	// cluster, its snapshot and the configuration), compared by identity.
+	Stamp [3]any
+}
+
 // SessionAttrs describe an authenticated client for StartSession.
 type SessionAttrs struct {
 	User, Database, ApplicationName string
@@ -105,10 +119,13 @@ type Session struct {
 	conn    net.Conn
 	startup *wire.Startup
 	env     *Env
-	log     *zap.Logger
-	cr      *wire.Reader
-	cw      *wire.Writer
-	m       *session.Machine
+	// log is the proxy's logger; logAt adds the session's fields, which
+	// an idle session does not keep encoded.
+	log    *zap.Logger
+	client string // the client's address, host:port
+	cr     *wire.Reader
+	cw     *wire.Writer
+	m      *session.Machine
 	// endPolicy is the session's own policy (StartSession), closed at its end.
 	endPolicy io.Closer
 
@@ -173,20 +190,65 @@ func New(id uint64, conn net.Conn, startup *wire.Startup, key session.Key, env *
 		startup: startup,
 		env:     env,
 		key:     key,
-		cr:      wire.NewReader(conn),
-		cw:      wire.NewWriter(conn),
+		cr:      newReader(conn),
+		cw:      newWriter(conn),
 		m:       session.New(env.Session, key),
 		born:    time.Now(),
 	}
-	s.log = log.With(zap.Uint64("session", id), zap.String("client", conn.RemoteAddr().String()))
+	s.log, s.client = log, conn.RemoteAddr().String()
 	s.m.OnPin = func(reason string) {
-		s.log.Info("session pinned", zap.String("reason", reason))
+		s.logAt(zapcore.InfoLevel, "session pinned", zap.String("reason", reason))
 		if env.CountPin != nil {
 			env.CountPin(reason)
 		}
 	}
 	s.lastActive.Store(time.Now().UnixNano())
 	return s
+}
+
+// Client readers and writers (16 KiB buffers each) are reused: a session
+// handed to a loop gives them back after its login, so that a crowd of
+// logins does not leave 32 KiB of garbage per client.
+var readers, writers sync.Pool
+
+func newReader(r io.Reader) *wire.Reader {
+	if cr, ok := readers.Get().(*wire.Reader); ok {
+		cr.Reset(r)
+		return cr
+	}
+	return wire.NewReader(r)
+}
+
+func newWriter(w io.Writer) *wire.Writer {
+	if cw, ok := writers.Get().(*wire.Writer); ok {
+		cw.Reset(w)
+		return cw
+	}
+	return wire.NewWriter(w)
+}
+
+// putReaderWriter gives back a reader and writer nothing uses any more:
+// the reader's buffered input was taken, the writer's flushed.
+func putReaderWriter(cr *wire.Reader, cw *wire.Writer) {
+	cr.Reset(nil)
+	cw.Reset(nil)
+	readers.Put(cr)
+	writers.Put(cw)
+}
+
+// logAt logs msg at lvl with the session's number, client address and,
+// once known, user and database, built only when lvl is enabled.
+func (s *Session) logAt(lvl zapcore.Level, msg string, fields ...zap.Field) {
+	ce := s.log.Check(lvl, msg)
+	if ce == nil {
+		return
+	}
+	all := make([]zap.Field, 0, 4+len(fields))
+	all = append(all, zap.Uint64("session", s.id), zap.String("client", s.client))
+	if s.database != "" {
+		all = append(all, zap.String("user", s.info.User), zap.String("database", s.database))
+	}
+	ce.Write(append(all, fields...)...)
 }
 
 // ID returns the session's number, unique within the proxy.
@@ -244,14 +306,17 @@ func (s *Session) onLoopWake(all bool) {
 // flags by failing its client reads (all: its server's too). It never
 // writes.
 func (s *Session) wake(all bool) {
+	s.mu.Lock()
+	conn, srv := s.conn, s.held
+	s.mu.Unlock()
+	if conn == nil {
+		return // handed to a loop meanwhile, which sees the flags
+	}
 	if !all {
-		s.conn.SetReadDeadline(time.Now()) // wakes a client read
+		conn.SetReadDeadline(time.Now()) // wakes a client read
 		return
 	}
-	s.conn.SetDeadline(time.Now())
-	s.mu.Lock()
-	srv := s.held
-	s.mu.Unlock()
+	conn.SetDeadline(time.Now())
 	if srv != nil {
 		srv.SetReadDeadline(time.Now())
 	}
@@ -302,7 +367,7 @@ func (s *Session) cancelServer(ctx context.Context, srv *pool.Conn) error {
 	defer cancel()
 	err := srv.Cancel(ctx)
 	if err != nil {
-		s.log.Warn("forwarding cancel request", zap.Error(err))
+		s.logAt(zapcore.WarnLevel, "forwarding cancel request", zap.Error(err))
 	}
 	return err
 }
@@ -316,7 +381,10 @@ func (s *Session) publish() {
 	if s.srv != nil {
 		s.info.Server = s.srv.Pool()
 	}
-	s.info.Pinned = s.m.Pinned()
+	bits := s.m.PinBits()
+	if bits != 0 || s.pinBits != 0 {
+		s.info.Pinned = s.m.Pinned() // nothing to sort for most sessions
+	}
 	s.mu.Unlock()
-	s.pinBits = s.m.PinBits()
+	s.pinBits = bits
 }

@@ -29,7 +29,7 @@ func TestBorrowFuncQueuesInLine(t *testing.T) {
 	defer p.Close()
 	ctx := context.Background()
 	fn, got := callback()
-	if c, queued := p.BorrowFunc(nil, fn); c != nil || queued {
+	if c, queued := p.BorrowFunc(nil, time.Now(), fn); c != nil || queued {
 		t.Fatalf("empty pool with room: %v, %v; want Borrow asked for (it dials)", c, queued)
 	}
 	held, err := p.Borrow(ctx)
@@ -47,7 +47,7 @@ func TestBorrowFuncQueuesInLine(t *testing.T) {
 	for p.Stats().Waiting != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	if c, queued := p.BorrowFunc(nil, fn); c != nil || !queued {
+	if c, queued := p.BorrowFunc(nil, time.Now(), fn); c != nil || !queued {
 		t.Fatalf("pool at its limit: %v, %v; want queued", c, queued)
 	}
 	if s := p.Stats(); s.Waiting != 2 {
@@ -66,7 +66,7 @@ func TestBorrowFuncQueuesInLine(t *testing.T) {
 		t.Fatalf("callback got %v, %v; want the returned connection", r.c, r.err)
 	}
 	p.Return(r.c)
-	if c, queued := p.BorrowFunc(nil, fn); c == nil || queued {
+	if c, queued := p.BorrowFunc(nil, time.Now(), fn); c == nil || queued {
 		t.Fatalf("idle connection: %v, %v; want it at once", c, queued)
 	} else {
 		p.Return(c)
@@ -85,7 +85,7 @@ func TestBorrowFuncTimeoutAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	fn, got := callback()
-	if _, queued := p.BorrowFunc(nil, fn); !queued {
+	if _, queued := p.BorrowFunc(nil, time.Now(), fn); !queued {
 		t.Fatal("not queued")
 	}
 	r := <-got
@@ -108,7 +108,7 @@ func TestBorrowFuncTimeoutAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, queued := p.BorrowFunc(nil, fn); !queued {
+	if _, queued := p.BorrowFunc(nil, time.Now(), fn); !queued {
 		t.Fatal("not queued")
 	}
 	p.Close()

@@ -35,6 +35,7 @@ type Conn struct {
 	tls       TLS    // Endpoint.TLS, for cancel requests
 	created   time.Time
 	idleSince time.Time
+	lentAt    int // 1 + its index in the pool's lent list; 0 when not lent
 	broken    atomic.Bool
 	pool      *Pool
 	home      Home // where the socket is polled when detached; nil on Go's poller

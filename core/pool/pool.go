@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,8 +65,8 @@ type Pool struct {
 	waiters  waitQueue
 	closed   bool
 	fenced   bool
-	suspect  time.Time          // until then every idle connection is checked before it is lent
-	lent     map[*Conn]struct{} // borrowed connections, for Fence
+	suspect  time.Time // until then every idle connection is checked before it is lent
+	lent     []*Conn   // borrowed connections, for Fence (Conn.lentAt)
 	stats    Stats
 	params   serverParams
 }
@@ -122,8 +123,12 @@ func (p *Pool) Borrow(ctx context.Context) (*Conn, error) {
 // due for a health check): for an event loop, whose slow path is Borrow
 // on a goroutine. Among the idle connections it takes the most recently
 // returned one whose Home's Owner is owner, else the most recent one.
-func (p *Pool) TryBorrow(owner any) *Conn {
-	start := time.Now()
+//
+// now is the caller's clock. A connection idle for a while is checked
+// before it is lent, as Borrow does, when its Home is owner's (the check
+// does not block on a detached socket); one elsewhere is left to Borrow.
+func (p *Pool) TryBorrow(owner any, now time.Time) *Conn {
+	start := now
 	p.mu.Lock()
 	n := len(p.idle)
 	if p.closed || p.fenced || n == 0 || p.waiters.len > 0 || start.Before(p.suspect) {
@@ -138,19 +143,47 @@ func (p *Pool) TryBorrow(owner any) *Conn {
 		}
 	}
 	c := p.idle[i]
-	if p.expiredLocked(c, start) || start.Sub(c.idleSince) > healthCheckAfter || c.Broken() {
+	check := start.Sub(c.idleSince) > healthCheckAfter
+	if p.expiredLocked(c, start) || c.Broken() || check && (c.home == nil || c.home.Owner() != owner) {
 		p.mu.Unlock()
 		return nil
 	}
 	p.idle = append(p.idle[:i], p.idle[i+1:]...)
 	p.stats.Borrows++
-	if p.lent == nil {
-		p.lent = make(map[*Conn]struct{})
-	}
-	p.lent[c] = struct{}{}
+	p.lendLocked(c)
 	p.mu.Unlock()
-	p.obs.Waited(time.Since(start))
+	if check && !c.alive() {
+		// The server ended it while it sat idle: it goes as Borrow's
+		// check would close it, and the caller takes the slow path.
+		p.mu.Lock()
+		p.unlendLocked(c)
+		p.open--
+		p.grantLocked()
+		p.mu.Unlock()
+		c.Close()
+		p.obs.Closed(CloseServerGone)
+		return nil
+	}
+	p.obs.Waited(0)
 	return c
+}
+
+// lendLocked records c as borrowed.
+func (p *Pool) lendLocked(c *Conn) {
+	p.lent = append(p.lent, c)
+	c.lentAt = len(p.lent)
+}
+
+// unlendLocked forgets that c is borrowed.
+func (p *Pool) unlendLocked(c *Conn) {
+	if i := c.lentAt - 1; i >= 0 && i < len(p.lent) && p.lent[i] == c {
+		last := len(p.lent) - 1
+		p.lent[i] = p.lent[last]
+		p.lent[i].lentAt = i + 1
+		p.lent[last] = nil
+		p.lent = p.lent[:last]
+	}
+	c.lentAt = 0
 }
 
 // BorrowFunc is Borrow for a caller that must never block (an event
@@ -162,11 +195,11 @@ func (p *Pool) TryBorrow(owner any) *Conn {
 // returned a connection or from another one; fn must not block. It
 // returns neither when Borrow is needed: the pool would dial, or check an
 // idle connection first.
-func (p *Pool) BorrowFunc(owner any, fn func(*Conn, error)) (c *Conn, queued bool) {
-	if c := p.TryBorrow(owner); c != nil {
+func (p *Pool) BorrowFunc(owner any, now time.Time, fn func(*Conn, error)) (c *Conn, queued bool) {
+	if c := p.TryBorrow(owner, now); c != nil {
 		return c, false
 	}
-	start := time.Now()
+	start := now
 	p.mu.Lock()
 	if p.closed || len(p.idle) > 0 || p.open < p.settings.MaxConnections && p.waiters.len == 0 {
 		p.mu.Unlock()
@@ -319,10 +352,7 @@ func (p *Pool) lend(c *Conn) (*Conn, error) {
 		p.obs.Closed(CloseRetired)
 		return nil, ErrClosed
 	}
-	if p.lent == nil {
-		p.lent = make(map[*Conn]struct{})
-	}
-	p.lent[c] = struct{}{}
+	p.lendLocked(c)
 	p.mu.Unlock()
 	return c, nil
 }
@@ -352,7 +382,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 // closed instead. The next waiting borrower, if any, receives it directly.
 func (p *Pool) Return(c *Conn) {
 	p.mu.Lock()
-	delete(p.lent, c)
+	p.unlendLocked(c)
 	now := time.Now()
 	if why, unusable := p.unusableLocked(c, now); unusable {
 		p.open--
@@ -505,10 +535,7 @@ const suspectWindow = time.Second
 func (p *Pool) Fence() {
 	p.mu.Lock()
 	p.fenced = true
-	lent := make([]*Conn, 0, len(p.lent))
-	for c := range p.lent {
-		lent = append(lent, c)
-	}
+	lent := slices.Clone(p.lent)
 	p.mu.Unlock()
 	p.Close()
 	for _, c := range lent {

@@ -68,7 +68,7 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn, done func(
 	}
 
 	key := p.newKey()
-	s := engine.New(p.nextID.Add(1), conn, startup, key, p.sessionEnv(st0, l.name, l.cluster, l.role), p.log)
+	s := engine.New(p.nextID.Add(1), conn, startup, key, p.listenerEnv(st0, l.name, l.cluster, l.role), p.log)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -96,6 +96,17 @@ func (p *Proxy) handle(ctx context.Context, l *listener, nc net.Conn, done func(
 		ended()
 	})
 	s.Serve(ctx)
+}
+
+// listenerEnv returns the environment the sessions of a listener share
+// under st, made on first use.
+func (p *Proxy) listenerEnv(st *state, listener, cluster string, role session.Role) *engine.Env {
+	k := envKey{listener, cluster, role}
+	if env, ok := st.envs.Load(k); ok {
+		return env.(*engine.Env)
+	}
+	env, _ := st.envs.LoadOrStore(k, p.sessionEnv(st, listener, cluster, role))
+	return env.(*engine.Env)
 }
 
 // sessionEnv is what a session of a listener (its name, cluster and
@@ -131,16 +142,16 @@ func (p *Proxy) sessionEnv(st *state, listener, cluster string, role session.Rol
 			}
 			return p.borrow(ctx, r.Cluster, r.Role, u, database)
 		},
-		BorrowFunc: func(u *engine.User, database string, r session.Route, owner any, fn func(*pool.Conn, error)) (*pool.Conn, bool) {
+		BorrowFunc: func(u *engine.User, database string, r session.Route, owner any, now time.Time, memo *engine.PoolMemo, fn func(*pool.Conn, error)) (*pool.Conn, bool) {
 			r = resolve(r)
 			if r.MinLSN != 0 && r.Role == session.RoleReplica {
 				return nil, false // read-your-writes chooses with a query
 			}
-			pl, err := p.poolFor(p.noWait, r.Cluster, r.Role, u, database)
-			if err != nil || pl == nil {
+			pl := p.memoPool(memo, r, u, database)
+			if pl == nil {
 				return nil, false
 			}
-			c, queued := pl.BorrowFunc(owner, fn)
+			c, queued := pl.BorrowFunc(owner, now, fn)
 			if c != nil {
 				p.metrics.noteBorrow(r.Cluster, r.Role, nil)
 			}

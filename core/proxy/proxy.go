@@ -47,6 +47,16 @@ type state struct {
 	// commit positions for read_your_writes): by listener name.
 	sessions map[string]*session.Config
 	servers  map[string]pool.TLS // TLS towards each cluster's servers, by cluster name
+	// envs are the sessions' environments, one per listener (envKey),
+	// shared by its sessions: an idle client does not keep closures of
+	// its own.
+	envs sync.Map
+}
+
+// envKey names a listener's environment in state.envs.
+type envKey struct {
+	listener, cluster string
+	role              session.Role
 }
 
 // Proxy is a running Sluice. It is safe for concurrent use. The owner must

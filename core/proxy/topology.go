@@ -233,6 +233,34 @@ func (p *Proxy) poolFor(ctx context.Context, clusterName string, role session.Ro
 	}
 }
 
+// memoPool is poolFor without waiting, for a loop session's borrow: while
+// the configuration and the cluster's topology are those memo saw, a
+// writer route goes to the pool it went to last, without the lookups
+// (replica routes are balanced at every borrow). nil: no pool now.
+func (p *Proxy) memoPool(memo *engine.PoolMemo, r session.Route, u *engine.User, database string) *pool.Pool {
+	st := p.state.Load()
+	r.MinLSN = 0 // only a replica borrow heeds it
+	if r.Role != session.RoleReplica && memo.Pool != nil && memo.Route == r {
+		if tc, _ := memo.Stamp[0].(*topology.Cluster); tc != nil && memo.Stamp[1] == any(tc.Current()) && memo.Stamp[2] == any(st) {
+			return memo.Pool
+		}
+	}
+	tc := p.cluster(r.Cluster)
+	var snap *topology.Snapshot
+	if tc != nil {
+		snap = tc.Current()
+	}
+	pl, err := p.poolFor(p.noWait, r.Cluster, r.Role, u, database)
+	if err != nil || pl == nil {
+		*memo = engine.PoolMemo{}
+		return nil
+	}
+	if r.Role != session.RoleReplica && tc != nil {
+		*memo = engine.PoolMemo{Route: r, Pool: pl, Stamp: [3]any{tc, snap, st}}
+	}
+	return pl
+}
+
 // borrow lends a connection of the pool poolFor chooses. When the
 // endpoint cannot be reached or refuses connections as it shuts down or
 // starts (a failover under way), it waits for the topology to change, or

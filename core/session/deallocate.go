@@ -15,7 +15,7 @@ import (
 // transaction has not failed (PostgreSQL would refuse the statement then).
 // It then forgets the statement. psycopg 3 evicts its statements this way.
 func (m *Machine) deallocate(body []byte) bool {
-	if m.cfg.Mode != ModeTransaction || len(body) > 256 {
+	if m.cfg.Mode != ModeTransaction || len(body) > 256 || len(m.stmts.prepared) == 0 {
 		return false
 	}
 	name, ok := deallocateName(body)

@@ -127,8 +127,8 @@ func (m *Machine) loginAnswer(ls *loginState, spelled map[string]string) Step {
 	for name, v := range spelled {
 		m.params.values[name] = v
 	}
-	m.params.key = ""
-	m.params.start = maps.Clone(m.params.values)
+	m.params.share()
+	m.params.start = m.params.shared
 	if m.params.values["standard_conforming_strings"] == "off" {
 		// The classifier reads strings as PostgreSQL does with it on; with
 		// it off, backslashes could hide a statement from it.
@@ -147,7 +147,8 @@ func (m *Machine) loginAnswer(ls *loginState, spelled map[string]string) Step {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	out := wire.AppendAuthenticationOk(m.cout[:0])
+	// A buffer of its own, not m.cout: an idle session keeps none.
+	out := wire.AppendAuthenticationOk(make([]byte, 0, 64+32*len(names)))
 	for _, name := range names {
 		v, ok := m.params.values[name]
 		if !ok {
@@ -157,7 +158,6 @@ func (m *Machine) loginAnswer(ls *loginState, spelled map[string]string) Step {
 	}
 	out = wire.AppendBackendKeyData(out, m.key.ProcessID, m.key.SecretKey)
 	out = wire.AppendReadyForQuery(out, wire.TxIdle)
-	m.cout = out
 	return Step{ToClient: out}
 }
 

@@ -683,8 +683,7 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 		if name, value, ok := wire.ParseParameterStatus(body); ok {
 			m.srv.NoteParameterStatus(name, value)
 			if !fixed[name] && m.params.values != nil {
-				m.params.values[name] = value
-				m.params.key = ""
+				m.params.put(name, value)
 			}
 		}
 	case wire.MsgParseComplete, wire.MsgCloseComplete:
@@ -786,8 +785,7 @@ func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
 		if name, value, ok := wire.ParseParameterStatus(body); ok {
 			m.srv.NoteParameterStatus(name, value)
 			if r.purpose != internalReset && !fixed[name] && m.params.values != nil {
-				m.params.values[name] = value
-				m.params.key = ""
+				m.params.put(name, value)
 			}
 		}
 	case wire.MsgDataRow:

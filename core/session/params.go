@@ -3,8 +3,11 @@ package session
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"weak"
 
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/wire"
@@ -30,22 +33,74 @@ var serverChosen = map[string]bool{"default_transaction_read_only": true}
 // under the names the server uses. Every borrowed connection is brought in
 // line with them before the client's first message is forwarded.
 type params struct {
-	values   map[string]string // the client's values now
-	start    map[string]string // the values right after login (RESET ALL returns to them)
-	key      string            // fingerprint of values; "" when it must be recomputed
-	dirty    map[string]bool   // tracked parameters set since they were last read back
-	own      map[string]bool   // serverChosen parameters the client set itself
-	resetAll bool              // RESET ALL or DISCARD ALL ran since then
+	// values are the client's values now. While they are those of a
+	// paramSet (shared), that set is the map's: put copies it before a
+	// change.
+	values   map[string]string
+	shared   *paramSet
+	start    *paramSet       // the values right after login (RESET ALL returns to them)
+	key      string          // fingerprint of values; "" when it must be recomputed
+	dirty    map[string]bool // tracked parameters set since they were last read back
+	own      map[string]bool // serverChosen parameters the client set itself
+	resetAll bool            // RESET ALL or DISCARD ALL ran since then
 }
 
 // due reports whether parameters must be read back before the connection
 // may go back to the pool.
 func (p *params) due() bool { return p.resetAll || len(p.dirty) > 0 }
 
-// set records a client value (login) under its canonical name.
-func (p *params) set(name, value string) {
+// put sets a value, copying values first if they are shared.
+func (p *params) put(name, value string) {
+	if v, ok := p.values[name]; ok && v == value {
+		return
+	}
+	if p.shared != nil {
+		p.values, p.shared = maps.Clone(p.values), nil
+	}
 	p.values[name] = value
 	p.key = ""
+}
+
+// share makes values those of the interned set with the same values.
+func (p *params) share() {
+	p.shared = internParams(p.values)
+	p.values, p.key = p.shared.values, p.shared.key
+}
+
+// A paramSet is a set of parameter values with its fingerprint. Interned
+// sets are shared by every session with the same values (most clients of
+// an application log in alike) and never change.
+type paramSet struct {
+	values map[string]string
+	key    string
+}
+
+// interned holds the paramSets sessions use, weakly: a set no session
+// holds any more is collected, and its entry goes with it.
+var interned = struct {
+	sync.Mutex
+	sets map[string]weak.Pointer[paramSet]
+}{sets: map[string]weak.Pointer[paramSet]{}}
+
+// internParams returns the interned set equal to values, interning values
+// (which the caller must not change again) if there is none.
+func internParams(values map[string]string) *paramSet {
+	key := fingerprintOf(values)
+	interned.Lock()
+	defer interned.Unlock()
+	if ps := interned.sets[key].Value(); ps != nil {
+		return ps
+	}
+	ps := &paramSet{values: values, key: key}
+	interned.sets[key] = weak.Make(ps)
+	runtime.AddCleanup(ps, func(key string) {
+		interned.Lock()
+		defer interned.Unlock()
+		if interned.sets[key].Value() == nil {
+			delete(interned.sets, key)
+		}
+	}, key)
+	return ps
 }
 
 // markDirty records a tracked SET or RESET of name.
@@ -181,8 +236,7 @@ func (p *params) readBack(srv *pool.ServerState) (string, []string) {
 	dirty, resetAll := p.dirty, p.resetAll
 	p.dirty, p.resetAll = nil, false
 	if resetAll {
-		p.values = maps.Clone(p.start)
-		p.key = ""
+		p.values, p.shared, p.key = p.start.values, p.start, p.start.key
 		srv.ForgetSetParams()
 		for name := range p.values {
 			delete(dirty, strings.ToLower(name))
@@ -214,10 +268,9 @@ func (p *params) applyRow(srv *pool.ServerState, names, values []string) {
 			break
 		}
 		name = canonicalName(srv.Reported, name)
-		p.values[name] = values[i]
+		p.put(name, values[i])
 		srv.Params[name] = values[i]
 	}
-	p.key = ""
 }
 
 // canonicalName returns the spelling the server uses for a parameter it

@@ -28,6 +28,9 @@ func reasonBit(r sqlclass.Reason) pinSet { return 1 << uint(r) }
 // texts returns the reasons in p as sorted texts; policy is the text of
 // pinPolicy.
 func (p pinSet) texts(policy string) []string {
+	if p == 0 {
+		return nil
+	}
 	var out []string
 	for p != 0 {
 		b := pinSet(1) << uint(bits.TrailingZeros32(uint32(p)))

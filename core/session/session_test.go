@@ -2,8 +2,10 @@ package session
 
 import (
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/sqlclass"
@@ -71,5 +73,58 @@ func TestSyncLeavesServerChosenReadOnly(t *testing.T) {
 	p.key = ""
 	if q := p.syncQuery(srv()); !strings.Contains(q, "default_transaction_read_only") {
 		t.Errorf("the client's own value not synced: %q", q)
+	}
+}
+
+// Sessions that logged in alike share one interned set of parameters; a
+// change in one is copied first and never seen by the other, and RESET
+// ALL goes back to the shared set.
+func TestParamsSharedUntilChanged(t *testing.T) {
+	a, b := newHarness(t, ModeTransaction), newHarness(t, ModeTransaction)
+	pa, pb := &a.m.params, &b.m.params
+	if pa.shared == nil || pa.shared != pb.shared || pa.start != pa.shared {
+		t.Fatalf("two alike logins do not share their parameters: %p, %p", pa.shared, pb.shared)
+	}
+	key := pa.fingerprint()
+	pa.put("TimeZone", "UTC") // the same value: nothing copied
+	if pa.shared == nil {
+		t.Fatal("putting an unchanged value copied the parameters")
+	}
+	pa.put("TimeZone", "Europe/Paris")
+	if pa.shared != nil || pa.values["TimeZone"] != "Europe/Paris" || pa.fingerprint() == key {
+		t.Fatalf("after a change: shared %p, TimeZone %q", pa.shared, pa.values["TimeZone"])
+	}
+	if pb.values["TimeZone"] != "UTC" || pb.fingerprint() != key {
+		t.Fatalf("the other session saw the change: TimeZone %q", pb.values["TimeZone"])
+	}
+	pa.resetAll = true
+	pa.readBack(newServer())
+	if pa.shared != pb.shared || pa.values["TimeZone"] != "UTC" || pa.fingerprint() != key {
+		t.Fatalf("RESET ALL did not return to the login's shared set: %p, %q", pa.shared, pa.values["TimeZone"])
+	}
+}
+
+// An interned set that no session holds any more leaves the table.
+func TestInternedParamsAreCollected(t *testing.T) {
+	key := fingerprintOf(map[string]string{"application_name": "collected-test"})
+	func() {
+		ps := internParams(map[string]string{"application_name": "collected-test"})
+		if again := internParams(map[string]string{"application_name": "collected-test"}); again != ps {
+			t.Fatalf("the same values interned twice: %p, %p", ps, again)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		interned.Lock()
+		_, ok := interned.sets[key]
+		interned.Unlock()
+		if !ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an unreferenced interned set stayed in the table")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -112,3 +112,30 @@ func TestBuffers(t *testing.T) {
 		}
 	})
 }
+
+// Read and Write move bytes over a non-blocking socket and report EAGAIN
+// and the end of the stream as unix.Read and unix.Write do.
+func TestReadWrite(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	buf := make([]byte, 8)
+	if n, err := Read(fds[0], buf); n != -1 || err != unix.EAGAIN {
+		t.Fatalf("read of an empty socket: %d, %v; want -1, EAGAIN", n, err)
+	}
+	if n, err := Write(fds[1], []byte("hello")); n != 5 || err != nil {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if n, err := Read(fds[0], buf); n != 5 || err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read: %d, %v, %q", n, err, buf[:max(n, 0)])
+	}
+	unix.Close(fds[1])
+	if n, err := Read(fds[0], buf); n != 0 || err != nil {
+		t.Fatalf("read after the peer closed: %d, %v; want 0, nil", n, err)
+	}
+	if n, err := Write(fds[0], []byte("x")); n != -1 || err != unix.EPIPE {
+		t.Fatalf("write to a closed peer: %d, %v; want -1, EPIPE", n, err)
+	}
+}
