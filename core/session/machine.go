@@ -385,7 +385,11 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 			return Decision{}, false
 		}
 		if m.pendDef == nil || m.pendDef.key != string(rest) {
-			m.pendDef = newStmtDef(rest)
+			if u := m.stmts.unnamed; u != nil && u.key == string(rest) {
+				m.pendDef = u // the same query again (drivers reparse the unnamed statement): classified once
+			} else {
+				m.pendDef = newStmtDef(rest)
+			}
 		}
 		if m.pendDef.sluice {
 			return Decision{Reject: errExtendedSluice}, true
