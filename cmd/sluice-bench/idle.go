@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -51,6 +54,10 @@ type idleResult struct {
 	// rssBefore and rssIdle are VmRSS in KiB before the first client
 	// and after all are connected and idle; peakIdle is VmHWM then.
 	rssBefore, rssIdle, peakIdle int64
+	// heapBefore and heapIdle are a Sluice's Go heap in bytes (HeapAlloc
+	// right after a collection, from its admin listener's profiles) at
+	// the same moments; zero when not read (PgBouncer).
+	heapBefore, heapIdle int64
 	// fdsBefore, fdsIdle and fdsClosed are the proxy's open files before,
 	// with the clients idle, and once they have gone.
 	fdsBefore, fdsIdle, fdsClosed int
@@ -66,6 +73,50 @@ func (r idleResult) perClientKiB() (float64, bool) {
 		return 0, false
 	}
 	return float64(r.rssIdle-r.rssBefore) / float64(r.connected), true
+}
+
+// perClientHeapKiB returns the Go heap added per idle client; false if
+// it was not read.
+func (r idleResult) perClientHeapKiB() (float64, bool) {
+	if r.err != nil || r.connected == 0 || r.heapBefore == 0 || r.heapIdle == 0 {
+		return 0, false
+	}
+	return float64(r.heapIdle-r.heapBefore) / 1024 / float64(r.connected), true
+}
+
+// goHeap returns HeapAlloc right after a collection, from the heap
+// profile of the admin listener at port (admin.pprof).
+func goHeap(ctx context.Context, port int) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("http://%s/debug/pprof/heap?debug=1&gc=1", net.JoinHostPort(loopback, strconv.Itoa(port))), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	return parseHeapAlloc(string(body))
+}
+
+// parseHeapAlloc finds "# HeapAlloc = N" in a debug=1 heap profile.
+func parseHeapAlloc(profile string) (int64, error) {
+	for line := range strings.Lines(profile) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "# HeapAlloc = "); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("no HeapAlloc in the heap profile")
 }
 
 // runIdle measures every proxy of syscallTargets with b.opts.idle idle
@@ -119,6 +170,11 @@ func (b *bench) idleOne(ctx context.Context, t *target, n int) idleResult {
 		return r
 	}
 	r.fdsBefore, _ = openFiles(proc.pid())
+	if t.adminPort != 0 {
+		if r.heapBefore, err = goHeap(ctx, t.adminPort); err != nil {
+			b.notef("idle clients on %s: reading its heap: %v", t.name, err)
+		}
+	}
 	t.logMark = proc.logSize()
 
 	addr := net.JoinHostPort(loopback, strconv.Itoa(t.port))
@@ -149,6 +205,11 @@ func (b *bench) idleOne(ctx context.Context, t *target, n int) idleResult {
 		return r
 	}
 	r.fdsIdle, _ = openFiles(proc.pid())
+	if t.adminPort != 0 && r.heapBefore != 0 {
+		if r.heapIdle, err = goHeap(ctx, t.adminPort); err != nil {
+			b.notef("idle clients on %s: reading its heap: %v", t.name, err)
+		}
+	}
 
 	for _, c := range conns {
 		closeIdleClient(c)
@@ -328,7 +389,9 @@ func (b *bench) writeIdle(w *strings.Builder) {
 	fmt.Fprintf(w, "Idle clients (-idle %d): after the runs above, for each proxy in turn the harness opens %d client connections over TCP on loopback "+
 		"(no TLS, md5 login as the bench user, %d at a time); each runs `SELECT 1` once and then stays idle. The proxy's VmRSS "+
 		"(/proc/<pid>/status) is read before the first connection and again once all are connected and have been idle for %v; "+
-		"\"KiB per idle client\" is the difference over the clients connected. Open files are the proxy's (/proc/<pid>/fd) before, with the "+
+		"\"KiB per idle client\" is the difference over the clients connected. For Sluice, \"heap KiB per idle client\" is the same "+
+		"difference of its Go heap (HeapAlloc right after a forced collection, read from its admin listener's /debug/pprof/heap, admin.pprof "+
+		"on), which leaves out what the runtime holds but does not use. Open files are the proxy's (/proc/<pid>/fd) before, with the "+
 		"clients idle, and once they had gone. The clients are then closed, and the proxy must close their sockets and answer `SELECT 1`. "+
 		"PgBouncer's max_client_conn is %d for this; Sluice's configuration has no client limit.\n\n",
 		b.opts.idle, b.opts.idle, idleConcurrency, idleSettle, max(defaultMaxClientConn, b.opts.idle+idleClientMargin))
@@ -337,11 +400,11 @@ func (b *bench) writeIdle(w *strings.Builder) {
 		return
 	}
 	writeRow(w, []string{"target", "connected", "failed", "connect s", "RSS before MiB", "RSS idle MiB", "peak RSS MiB", "KiB per idle client",
-		"open files before / idle / after"})
-	writeRow(w, []string{"---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"})
+		"heap KiB per idle client", "open files before / idle / after"})
+	writeRow(w, []string{"---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"})
 	for _, r := range b.idle {
 		if r.err != nil {
-			writeRow(w, []string{r.target, strconv.Itoa(r.connected), strconv.Itoa(r.failed), "-", "-", "-", "-", "failed", "-"})
+			writeRow(w, []string{r.target, strconv.Itoa(r.connected), strconv.Itoa(r.failed), "-", "-", "-", "-", "failed", "-", "-"})
 			continue
 		}
 		per, ok := r.perClientKiB()
@@ -349,9 +412,13 @@ func (b *bench) writeIdle(w *strings.Builder) {
 		if ok {
 			perCell = fmt.Sprintf("%.2f", per)
 		}
+		heapCell := "-"
+		if heap, ok := r.perClientHeapKiB(); ok {
+			heapCell = fmt.Sprintf("%.2f", heap)
+		}
 		writeRow(w, []string{r.target, fmt.Sprintf("%d of %d", r.connected, r.clients), strconv.Itoa(r.failed),
 			fmt.Sprintf("%.1f", r.connectTime.Seconds()), fmt.Sprintf("%.1f", float64(r.rssBefore)/1024), fmt.Sprintf("%.1f", float64(r.rssIdle)/1024),
-			fmt.Sprintf("%.1f", float64(r.peakIdle)/1024), perCell, fmt.Sprintf("%d / %d / %d", r.fdsBefore, r.fdsIdle, r.fdsClosed)})
+			fmt.Sprintf("%.1f", float64(r.peakIdle)/1024), perCell, heapCell, fmt.Sprintf("%d / %d / %d", r.fdsBefore, r.fdsIdle, r.fdsClosed)})
 	}
 	w.WriteString("\n")
 	var fine []string

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/sluicedb/sluice/core/config"
 )
 
 func TestMD5Password(t *testing.T) {
@@ -131,7 +133,7 @@ func TestIdleReport(t *testing.T) {
 			rssBefore: 8 * 1024, rssIdle: 8*1024 + 20000, peakIdle: 30 * 1024, fdsBefore: 25, fdsIdle: 10025, fdsClosed: 25},
 		{target: targetSluice, clients: 10000, connected: 9990, failed: 10, firstErr: errors.New("dial tcp: connection refused"),
 			rssBefore: 20 * 1024, rssIdle: 20*1024 + 39960, peakIdle: 70 * 1024, fdsBefore: 30, fdsIdle: 10020, fdsClosed: 31,
-			afterClose: "SELECT 1 through it failed: boom"},
+			heapBefore: 1 << 20, heapIdle: 1<<20 + 9990*2560, afterClose: "SELECT 1 through it failed: boom"},
 		{target: targetSluiceGoroutine, clients: 10000, err: errors.New("reading its memory: no such process")},
 	}
 	if per, ok := b.idle[0].perClientKiB(); !ok || per != 2 {
@@ -139,10 +141,10 @@ func TestIdleReport(t *testing.T) {
 	}
 	report := b.markdown()
 	for _, want := range []string{
-		"| target | connected | failed | connect s | RSS before MiB | RSS idle MiB | peak RSS MiB | KiB per idle client | open files before / idle / after |",
-		"| pgbouncer | 10000 of 10000 | 0 | 4.2 | 8.0 | 27.5 | 30.0 | 2.00 | 25 / 10025 / 25 |",
-		"| sluice | 9990 of 10000 | 10 | 0.0 | 20.0 | 59.0 | 70.0 | 4.00 | 30 / 10020 / 31 |",
-		"| sluice-goroutine | 0 | 0 | - | - | - | - | failed | - |",
+		"| target | connected | failed | connect s | RSS before MiB | RSS idle MiB | peak RSS MiB | KiB per idle client | heap KiB per idle client | open files before / idle / after |",
+		"| pgbouncer | 10000 of 10000 | 0 | 4.2 | 8.0 | 27.5 | 30.0 | 2.00 | - | 25 / 10025 / 25 |",
+		"| sluice | 9990 of 10000 | 10 | 0.0 | 20.0 | 59.0 | 70.0 | 4.00 | 2.50 | 30 / 10020 / 31 |",
+		"| sluice-goroutine | 0 | 0 | - | - | - | - | failed | - | - |",
 		"sluice: **10 of 10000 clients failed**; the first error: dial tcp: connection refused",
 		"sluice after the clients had gone: SELECT 1 through it failed: boom",
 		"sluice-goroutine: not measured: reading its memory: no such process",
@@ -162,5 +164,27 @@ func TestPgBouncerClientLimit(t *testing.T) {
 	}
 	if ini := (pgbouncerSetup{maxClientConn: 10200}).pgbouncerINI(); !strings.Contains(ini, "\nmax_client_conn = 10200\n") {
 		t.Errorf("max_client_conn 10200 missing:\n%s", ini)
+	}
+}
+
+func TestParseHeapAlloc(t *testing.T) {
+	profile := "heap profile: 1: 2 [3: 4] @ heap/1048576\n\n# runtime.MemStats\n# Alloc = 123\n# TotalAlloc = 456\n# HeapAlloc = 789\n# HeapSys = 1000\n"
+	if v, err := parseHeapAlloc(profile); v != 789 || err != nil {
+		t.Fatalf("parseHeapAlloc = %d, %v; want 789", v, err)
+	}
+	if _, err := parseHeapAlloc("# Alloc = 1\n"); err == nil {
+		t.Fatal("a profile without HeapAlloc parsed")
+	}
+}
+
+// A Sluice target with an admin port serves its profiles there.
+func TestSluiceAdminPort(t *testing.T) {
+	s := sluiceSetup{port: 7000, pgAddr: "127.0.0.1:5000", poolSize: 20, engine: config.EngineLoop, adminPort: 7001}
+	cfg, err := config.Parse([]byte(s.configHCL()), nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.configHCL())
+	}
+	if cfg.Admin.Address != "127.0.0.1:7001" || !cfg.Admin.Pprof || cfg.Engine != config.EngineLoop {
+		t.Fatalf("admin %+v, engine %q", cfg.Admin, cfg.Engine)
 	}
 }

@@ -345,12 +345,16 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 		t.start = pgbouncerSetup{dir: dir, port: port, pgPort: b.server.Port(), poolSize: b.opts.poolSize, cred: cred,
 			maxClientConn: max(defaultMaxClientConn, b.opts.idle+idleClientMargin)}.start
 		t.unsupported = pgbouncerUnsupported
-	case targetSluice:
+	case targetSluice, targetSluiceGoroutine:
+		if t.adminPort, err = freePort(); err != nil {
+			return t, err
+		}
+		engine := config.EngineLoop
+		if name == targetSluiceGoroutine {
+			engine = config.EngineGoroutine
+		}
 		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
-			engine: config.EngineLoop}.start
-	case targetSluiceGoroutine:
-		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
-			engine: config.EngineGoroutine}.start
+			engine: engine, adminPort: t.adminPort}.start
 	case targetBaseline:
 		// Configured exactly like sluice, engine included.
 		t.start = sluiceSetup{name: name, dir: dir, binary: b.opts.baselineBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,

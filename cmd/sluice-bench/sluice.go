@@ -33,6 +33,9 @@ type sluiceSetup struct {
 	// is a reader: pgbench's transactions go to them (pools of poolSize
 	// each).
 	replicas []string
+	// adminPort, when set, is the port of its admin listener, with Go's
+	// profiles on (admin.pprof): the idle stage reads its heap there.
+	adminPort int
 	// filterModule, when set, is the readwrite filter's .wasm: every
 	// statement goes through it (filter "readwrite", default timeout and
 	// failure policy), and the cluster's reader_fallback is "writer".
@@ -44,8 +47,11 @@ type sluiceSetup struct {
 // bench user, mirroring the PgBouncer setup.
 func (s sluiceSetup) configHCL() string {
 	listenRole, replicas, fallback, filter, engine := "", "", "", "", ""
+	if s.adminPort != 0 {
+		engine = fmt.Sprintf("admin {\n  address = \"%s:%d\"\n  pprof   = true\n}\n", loopback, s.adminPort)
+	}
 	if s.engine != "" {
-		engine = fmt.Sprintf("engine           = %q\n", s.engine)
+		engine += fmt.Sprintf("engine           = %q\n", s.engine)
 	}
 	if len(s.replicas) > 0 {
 		listenRole = "\n  role    = \"reader\""

@@ -40,6 +40,9 @@ const readyTimeout = 30 * time.Second
 type target struct {
 	name string
 	port int
+	// adminPort is the port of a Sluice's admin listener with Go's
+	// profiles (the idle stage reads its heap there); 0 when it has none.
+	adminPort int
 	// start starts the proxy process; nil for the server itself.
 	start func(context.Context) (*child, error)
 	// verify, if set, checks once the proxy answers that it sends

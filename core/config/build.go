@@ -74,6 +74,7 @@ func (b *builder) config(tree map[string]any, listenOrder, filterOrder []string)
 
 	admin := section(tree, "admin")
 	b.str(&cfg.Admin.Address, "admin", admin, "address")
+	b.boolean(&cfg.Admin.Pprof, "admin", admin, "pprof")
 	if reg, ok := admin["register"].(map[string]any); ok {
 		r := &Register{}
 		b.str(&r.Service, "admin.register", reg, "service")

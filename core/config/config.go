@@ -436,6 +436,10 @@ type Admin struct {
 	// Address is the host:port of the HTTP admin listener (address); empty
 	// disables it.
 	Address string
+	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/
+	// on the admin listener (pprof; off by default): CPU, heap,
+	// goroutines, for diagnosing a running proxy.
+	Pprof bool
 	// Register, when set, registers this Sluice in Consul (the register
 	// block); it needs Address, whose /healthz is the service's check.
 	Register *Register

@@ -894,3 +894,21 @@ func TestPinningBlock(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminPprofNeedsAddress(t *testing.T) {
+	_, err := Parse([]byte(`
+listen "main" {
+  address = "127.0.0.1:6432"
+  cluster = "main"
+}
+cluster "main" {
+  writer = "127.0.0.1:5432"
+}
+admin {
+  pprof = true
+}
+`), nil)
+	if err == nil || !strings.Contains(err.Error(), "admin.pprof") {
+		t.Fatalf("admin.pprof without an address: %v", err)
+	}
+}

@@ -114,6 +114,7 @@ var schema = &key{kind: block, children: map[string]*key{
 	}},
 	"admin": {kind: block, children: map[string]*key{
 		"address": {kind: setting},
+		"pprof":   {kind: setting},
 		"register": {kind: block, children: map[string]*key{
 			"service":        {kind: setting},
 			"tags":           {kind: list},

@@ -42,6 +42,9 @@ func (c *Config) validate() []error {
 	v.pinning(&c.Pinning)
 	c.validateRegister(v)
 	c.validateFilters(v)
+	if c.Admin.Pprof && c.Admin.Address == "" {
+		v.problemf("admin.pprof", "needs admin.address: the profiles are served there")
+	}
 	if c.Admin.Address != "" {
 		v.listenAddress("admin.address", c.Admin.Address)
 		for _, l := range c.Listeners {

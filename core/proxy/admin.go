@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 
@@ -15,9 +16,17 @@ import (
 // and every cluster has a known writer, 503 naming what is missing
 // otherwise; /metrics serves the Prometheus metrics (metrics.go); /pools
 // lists each pool's counters; /sessions lists the clients with their pin
-// reasons, and how often each reason pinned a session.
-func (p *Proxy) adminHandler() http.Handler {
+// reasons, and how often each reason pinned a session. With pprof, Go's
+// profiles are under /debug/pprof/ (admin.pprof).
+func (p *Proxy) adminHandler(withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		closed := p.closed

@@ -539,3 +539,20 @@ func TestMetricsReplicaLagAndDiscovery(t *testing.T) {
 		t.Errorf("sluice_replicas = %v, want 0", v)
 	}
 }
+
+// Go's profiles are served on the admin listener only when admin.pprof
+// says so.
+func TestAdminPprof(t *testing.T) {
+	off := newEnv(t, envOptions{admin: adminOn})
+	if code, _ := off.admin(t, "/debug/pprof/heap?debug=1"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/heap without admin.pprof: %d, want 404", code)
+	}
+	on := newEnv(t, envOptions{admin: adminOn + "\n  pprof = true"})
+	code, body := on.admin(t, "/debug/pprof/heap?debug=1&gc=1")
+	if code != http.StatusOK || !strings.Contains(body, "# HeapAlloc = ") {
+		t.Fatalf("/debug/pprof/heap with admin.pprof: %d\n%.300s", code, body)
+	}
+	if code, _ := on.admin(t, "/metrics"); code != http.StatusOK {
+		t.Fatalf("/metrics beside the profiles: %d", code)
+	}
+}

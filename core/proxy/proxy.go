@@ -159,7 +159,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Proxy, error) {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 		p.adminLn = ln
-		p.admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		p.admin = &http.Server{Handler: p.adminHandler(cfg.Admin.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	}
 	return p, nil
 }
