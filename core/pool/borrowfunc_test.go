@@ -117,3 +117,44 @@ func TestBorrowFuncTimeoutAndClose(t *testing.T) {
 	}
 	p.Return(c)
 }
+
+// Callback waiters share one timer and still time out each at its own
+// deadline: one queued after a reload shortened borrow_timeout goes
+// before an older one with the longer timeout, which keeps waiting and
+// can still be served.
+func TestBorrowFuncTimeoutsInDeadlineOrder(t *testing.T) {
+	p, _ := newTestPool(Settings{MaxConnections: 1, MaxIdleConnections: 1, BorrowTimeout: 5 * time.Second})
+	defer p.Close()
+	held, err := p.Borrow(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, gotLong := callback()
+	if _, queued := p.BorrowFunc(nil, time.Now(), long); !queued {
+		t.Fatal("not queued")
+	}
+	p.SetSettings(Settings{MaxConnections: 1, MaxIdleConnections: 1, BorrowTimeout: 30 * time.Millisecond})
+	short, gotShort := callback()
+	start := time.Now()
+	if _, queued := p.BorrowFunc(nil, time.Now(), short); !queued {
+		t.Fatal("not queued")
+	}
+	select {
+	case r := <-gotShort:
+		if r.c != nil || !errors.Is(r.err, ErrBorrowTimeout) {
+			t.Fatalf("the short waiter got %v, %v; want a borrow timeout", r.c, r.err)
+		}
+		if waited := time.Since(start); waited > 2*time.Second {
+			t.Fatalf("the short waiter timed out after %v, behind the long one", waited)
+		}
+	case r := <-gotLong:
+		t.Fatalf("the long waiter was answered first: %+v", r)
+	}
+	if s := p.Stats(); s.Waiting != 1 || s.Timeouts != 1 {
+		t.Fatalf("after the short one: %+v", s)
+	}
+	p.Return(held)
+	if r := <-gotLong; r.c == nil || r.err != nil {
+		t.Fatalf("the long waiter got %v, %v; want the returned connection", r.c, r.err)
+	}
+}

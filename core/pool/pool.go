@@ -63,12 +63,16 @@ type Pool struct {
 	idle     []*Conn // most recently returned last
 	open     int     // idle + borrowed + being dialled
 	waiters  waitQueue
-	closed   bool
-	fenced   bool
-	suspect  time.Time // until then every idle connection is checked before it is lent
-	lent     []*Conn   // borrowed connections, for Fence (Conn.lentAt)
-	stats    Stats
-	params   serverParams
+	// funcTimer fails callback waiters at their borrow timeout; it is
+	// armed for funcArmed (zero: not armed).
+	funcTimer *time.Timer
+	funcArmed time.Time
+	closed    bool
+	fenced    bool
+	suspect   time.Time // until then every idle connection is checked before it is lent
+	lent      []*Conn   // borrowed connections, for Fence (Conn.lentAt)
+	stats     Stats
+	params    serverParams
 }
 
 // New returns an empty pool. name identifies the pool in client-facing
@@ -206,25 +210,62 @@ func (p *Pool) BorrowFunc(owner any, now time.Time, fn func(*Conn, error)) (c *C
 		return nil, false
 	}
 	p.stats.Borrows++
-	w := p.waiters.push()
-	w.fn, w.start = fn, start
-	timeout := p.settings.BorrowTimeout
-	w.timer = time.AfterFunc(timeout, func() {
-		p.mu.Lock()
-		if !p.waiters.remove(w) {
-			p.mu.Unlock() // granted meanwhile
-			return
-		}
-		p.stats.Timeouts++
-		p.mu.Unlock()
-		p.obs.Waited(time.Since(start))
-		p.obs.TimedOut()
-		fn(nil, wire.Errorf(wire.CodeTooManyConnections,
-			"timed out after %s waiting for a server connection in pool %s", timeout, p.name).
-			Wrap(ErrBorrowTimeout))
-	})
+	w := p.waiters.pushFunc(fn)
+	w.start, w.timeout = start, p.settings.BorrowTimeout
+	w.deadline = start.Add(w.timeout)
+	p.armFuncTimerLocked(w.deadline)
 	p.mu.Unlock()
 	return nil, true
+}
+
+// armFuncTimerLocked makes the pool's one timer for callback waiters fire
+// by deadline. One timer serves them all, since they time out in the order
+// they came in (but after a reload that shortened borrow_timeout).
+func (p *Pool) armFuncTimerLocked(deadline time.Time) {
+	if !p.funcArmed.IsZero() && !deadline.Before(p.funcArmed) {
+		return
+	}
+	p.funcArmed = deadline
+	d := time.Until(deadline)
+	if p.funcTimer == nil {
+		p.funcTimer = time.AfterFunc(d, p.expireFuncWaiters)
+		return
+	}
+	p.funcTimer.Reset(d)
+}
+
+// expireFuncWaiters fails the callback waiters whose borrow timeout
+// passed with 53300, and sets the timer for the next one.
+func (p *Pool) expireFuncWaiters() {
+	now := time.Now()
+	var expired []*waiter
+	p.mu.Lock()
+	p.funcArmed = time.Time{}
+	var next time.Time
+	for w := p.waiters.head; w != nil; {
+		after := w.next
+		switch {
+		case w.fn == nil:
+		case !now.Before(w.deadline):
+			p.waiters.remove(w)
+			p.stats.Timeouts++
+			expired = append(expired, w)
+		case next.IsZero() || w.deadline.Before(next):
+			next = w.deadline
+		}
+		w = after
+	}
+	if !next.IsZero() {
+		p.armFuncTimerLocked(next)
+	}
+	p.mu.Unlock()
+	for _, w := range expired {
+		p.obs.Waited(now.Sub(w.start))
+		p.obs.TimedOut()
+		w.fn(nil, wire.Errorf(wire.CodeTooManyConnections,
+			"timed out after %s waiting for a server connection in pool %s", w.timeout, p.name).
+			Wrap(ErrBorrowTimeout))
+	}
 }
 
 // give hands g to w, a waiter just taken off the queue, outside p.mu.
@@ -233,7 +274,6 @@ func (p *Pool) give(w *waiter, g grant) {
 		w.ch <- g
 		return
 	}
-	w.timer.Stop()
 	p.obs.Waited(time.Since(w.start))
 	switch {
 	case g.closed:
@@ -509,6 +549,10 @@ func (p *Pool) Close() {
 	for w := p.waiters.pop(); w != nil; w = p.waiters.pop() {
 		p.giveLocked(w, grant{closed: true})
 	}
+	if p.funcTimer != nil {
+		p.funcTimer.Stop()
+		p.funcArmed = time.Time{}
+	}
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.Close()
@@ -556,13 +600,14 @@ type grant struct {
 
 type waiter struct {
 	ch chan grant
-	// fn, for BorrowFunc, takes the grant instead of ch; timer is its
-	// borrow timeout, start when it began.
-	fn         func(*Conn, error)
-	timer      *time.Timer
-	start      time.Time
-	next, prev *waiter
-	queued     bool
+	// fn, for BorrowFunc, takes the grant instead of ch; start is when
+	// it began, deadline when its borrow timeout (the pool's funcTimer)
+	// fails it.
+	fn              func(*Conn, error)
+	start, deadline time.Time
+	timeout         time.Duration
+	next, prev      *waiter
+	queued          bool
 }
 
 // waitQueue is a FIFO of waiting borrowers with O(1) removal on timeout.
@@ -572,7 +617,16 @@ type waitQueue struct {
 }
 
 func (q *waitQueue) push() *waiter {
-	w := &waiter{ch: make(chan grant, 1), queued: true, prev: q.tail}
+	return q.add(&waiter{ch: make(chan grant, 1)})
+}
+
+// pushFunc queues a callback waiter (BorrowFunc), which needs no channel.
+func (q *waitQueue) pushFunc(fn func(*Conn, error)) *waiter {
+	return q.add(&waiter{fn: fn})
+}
+
+func (q *waitQueue) add(w *waiter) *waiter {
+	w.queued, w.prev = true, q.tail
 	if q.tail != nil {
 		q.tail.next = w
 	} else {
