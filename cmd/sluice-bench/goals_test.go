@@ -169,3 +169,18 @@ func TestEngineConfig(t *testing.T) {
 		t.Errorf("the engines' configurations differ in more than the engine:\n%+v\n%+v", loop, gor)
 	}
 }
+
+// RSS that fell while the idle clients came is no measurement of them.
+func TestIdleGoalIgnoresFallingRSS(t *testing.T) {
+	b := goalsBench()
+	b.idle[1].rssBefore, b.idle[1].rssIdle = 80000, 65000
+	for _, c := range b.evaluateGoals() {
+		if strings.HasPrefix(c.goal, "RSS ≤") {
+			if cell := c.values[targetSluice].cell(); cell != "not measured" {
+				t.Fatalf("a falling RSS: %q, want not measured", cell)
+			}
+			return
+		}
+	}
+	t.Fatal("no idle goal")
+}

@@ -156,6 +156,17 @@ func (b *bench) runIdle(ctx context.Context) {
 // checks the proxy still answers.
 func (b *bench) idleOne(ctx context.Context, t *target, n int) idleResult {
 	r := idleResult{target: t.name, clients: n}
+	if t.start != nil && t.proc != nil && t.broken == nil {
+		// A fresh process: what earlier runs left in its heap (and the
+		// runtime hands back meanwhile) would move its RSS either way.
+		t.proc.stop()
+		t.proc = nil
+		if err := t.launch(ctx); err != nil {
+			t.broken = fmt.Errorf("%s could not be restarted: %w", t.name, err)
+			r.err = fmt.Errorf("restarting it before the idle clients: %w", err)
+			return r
+		}
+	}
 	note, err := t.check(ctx)
 	if note != "" {
 		b.notef("before the idle clients on %s: %s", t.name, note)
@@ -386,7 +397,7 @@ func (b *bench) writeIdle(w *strings.Builder) {
 	if b.opts.idle <= 0 {
 		return
 	}
-	fmt.Fprintf(w, "Idle clients (-idle %d): after the runs above, for each proxy in turn the harness opens %d client connections over TCP on loopback "+
+	fmt.Fprintf(w, "Idle clients (-idle %d): after the runs above, for each proxy in turn the harness restarts it and opens %d client connections over TCP on loopback "+
 		"(no TLS, md5 login as the bench user, %d at a time); each runs `SELECT 1` once and then stays idle. The proxy's VmRSS "+
 		"(/proc/<pid>/status) is read before the first connection and again once all are connected and have been idle for %v; "+
 		"\"KiB per idle client\" is the difference over the clients connected. For Sluice, \"heap KiB per idle client\" is the same "+
