@@ -71,11 +71,15 @@ run-consul: deps build
 # -filter adds a Sluice with the readwrite example filter on the statement
 # hook (TPS against plain Sluice) and runs the hook-cost Go benchmark (go
 # test -bench BenchmarkStatement ./filters: median and p99 of one hook
-# call); -syscalls counts PgBouncer's and both Sluices' system calls per
+# call); -tls adds PgBouncer and Sluice with a TLS listener (pgbouncer-tls,
+# sluice-tls: pgbench with sslmode=require, -M simple only; a TLS pairing's
+# CPU per transaction next to a plaintext one and to PgBouncer's TLS);
+# -syscalls counts PgBouncer's and both Sluices' system calls per
 # transaction with strace -c -f -p (needs root and strace); -idle 10000
-# measures their resident memory per idle client with 10,000 idle clients.
+# measures their resident memory per idle client with 10,000 idle clients
+# (TLS clients for the TLS targets).
 bench: deps
-	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -filter -syscalls -idle 10000 -out BENCHMARKS.latest.md
+	$(GO) run ./cmd/sluice-bench -modes simple,prepared,extended -reader -filter -tls -syscalls -idle 10000 -out BENCHMARKS.latest.md
 	$(GO) test -run '^$$' -bench . -benchmem ./core/sqlclass
 
 # bench-failover runs failover under load five times per promotion mode and

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/md5"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -64,7 +65,14 @@ type idleResult struct {
 	// afterClose says what went wrong once the clients had gone; "" if
 	// the proxy closed their sockets and answered a query.
 	afterClose string
+	// tls is the TLS version and cipher suite the clients negotiated
+	// with a TLS target; "" for plaintext clients.
+	tls string
 }
+
+// idleTargets are the proxies the idle stage measures, in the order they
+// are run and shown: those of the syscall stage and the TLS targets.
+var idleTargets = append(slices.Clone(syscallTargets), targetPgBouncerTLS, targetSluiceTLS)
 
 // perClientKiB returns the resident memory added per idle client; false
 // if none connected.
@@ -119,11 +127,11 @@ func parseHeapAlloc(profile string) (int64, error) {
 	return 0, errors.New("no HeapAlloc in the heap profile")
 }
 
-// runIdle measures every proxy of syscallTargets with b.opts.idle idle
+// runIdle measures every proxy of idleTargets with b.opts.idle idle
 // clients, one after the other.
 func (b *bench) runIdle(ctx context.Context) {
 	for _, t := range b.targets {
-		if !slices.Contains(syscallTargets, t.name) {
+		if !slices.Contains(idleTargets, t.name) {
 			continue
 		}
 		if ctx.Err() != nil {
@@ -189,10 +197,19 @@ func (b *bench) idleOne(ctx context.Context, t *target, n int) idleResult {
 	t.logMark = proc.logSize()
 
 	addr := net.JoinHostPort(loopback, strconv.Itoa(t.port))
+	var tlsConfig *tls.Config
+	if t.sslmode == sslRequire {
+		tlsConfig = idleTLSConfig()
+	}
 	start := time.Now()
-	conns, failed, firstErr := openIdleClients(ctx, addr, n, idleConcurrency)
+	conns, failed, firstErr := openIdleClients(ctx, addr, n, idleConcurrency, tlsConfig)
 	r.connectTime = time.Since(start)
 	r.connected, r.failed, r.firstErr = len(conns), failed, firstErr
+	if len(conns) > 0 {
+		if tc, ok := conns[0].(*tls.Conn); ok {
+			r.tls = describeTLS(tc.ConnectionState())
+		}
+	}
 	defer func() {
 		for _, c := range conns {
 			closeIdleClient(c)
@@ -240,7 +257,7 @@ func (b *bench) idleOne(ctx context.Context, t *target, n int) idleResult {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if _, err := querySingle(ctx, t.port, "SELECT 1"); err != nil {
+	if _, err := t.query(ctx, "SELECT 1"); err != nil {
 		problems = append(problems, fmt.Sprintf("SELECT 1 through it failed: %v", err))
 	}
 	if logged := proc.logSince(t.logMark); logged != "" && (len(problems) > 0 || r.failed > 0) {
@@ -251,9 +268,10 @@ func (b *bench) idleOne(ctx context.Context, t *target, n int) idleResult {
 }
 
 // openIdleClients opens n clients to addr, at most concurrency at a time,
-// each logged in and served SELECT 1. It returns the connections that
-// made it, how many did not and the first error.
-func openIdleClients(ctx context.Context, addr string, n, concurrency int) ([]net.Conn, int, error) {
+// each logged in and served SELECT 1, over TLS with tlsConfig unless it
+// is nil. It returns the connections that made it, how many did not and
+// the first error.
+func openIdleClients(ctx context.Context, addr string, n, concurrency int, tlsConfig *tls.Config) ([]net.Conn, int, error) {
 	var (
 		mu       sync.Mutex
 		conns    = make([]net.Conn, 0, n)
@@ -267,7 +285,7 @@ func openIdleClients(ctx context.Context, addr string, n, concurrency int) ([]ne
 		go func() {
 			defer wg.Done()
 			for range next {
-				c, err := openIdleClient(ctx, addr)
+				c, err := openIdleClient(ctx, addr, tlsConfig)
 				mu.Lock()
 				if err != nil {
 					if failed++; firstErr == nil {
@@ -288,15 +306,30 @@ func openIdleClients(ctx context.Context, addr string, n, concurrency int) ([]ne
 	return conns, failed, firstErr
 }
 
-// openIdleClient connects to addr without TLS, logs in as the bench user
-// with md5 and runs SELECT 1, within idleConnectTimeout.
-func openIdleClient(ctx context.Context, addr string) (net.Conn, error) {
+// openIdleClient connects to addr, makes the TLS handshake with
+// tlsConfig after an SSLRequest unless tlsConfig is nil, logs in as the
+// bench user with md5 and runs SELECT 1, within idleConnectTimeout. The
+// connection returned is a *tls.Conn with TLS.
+func openIdleClient(ctx context.Context, addr string, tlsConfig *tls.Config) (net.Conn, error) {
 	d := net.Dialer{Timeout: idleConnectTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if err := loginAndSelect(conn, time.Now().Add(idleConnectTimeout)); err != nil {
+	deadline := time.Now().Add(idleConnectTimeout)
+	if tlsConfig != nil {
+		if err := conn.SetDeadline(deadline); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		tc, err := startTLS(conn, tlsConfig)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	if err := loginAndSelect(conn, deadline); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -397,15 +430,20 @@ func (b *bench) writeIdle(w *strings.Builder) {
 	if b.opts.idle <= 0 {
 		return
 	}
+	tlsClients := ""
+	if slices.ContainsFunc(b.idle, func(r idleResult) bool { return r.target == targetPgBouncerTLS || r.target == targetSluiceTLS }) {
+		tlsClients = ", except that to pgbouncer-tls and sluice-tls each client first sends an SSLRequest and makes a TLS handshake " +
+			"(Go's crypto/tls client, certificate not verified, as sslmode=require), then logs in over TLS"
+	}
 	fmt.Fprintf(w, "Idle clients (-idle %d): after the runs above, for each proxy in turn the harness restarts it and opens %d client connections over TCP on loopback "+
-		"(no TLS, md5 login as the bench user, %d at a time); each runs `SELECT 1` once and then stays idle. The proxy's VmRSS "+
+		"(md5 login as the bench user, %d at a time; no TLS%s); each runs `SELECT 1` once and then stays idle. The proxy's VmRSS "+
 		"(/proc/<pid>/status) is read before the first connection and again once all are connected and have been idle for %v; "+
 		"\"KiB per idle client\" is the difference over the clients connected. For Sluice, \"heap KiB per idle client\" is the same "+
 		"difference of its Go heap (HeapAlloc right after a forced collection, read from its admin listener's /debug/pprof/heap, admin.pprof "+
 		"on), which leaves out what the runtime holds but does not use. Open files are the proxy's (/proc/<pid>/fd) before, with the "+
 		"clients idle, and once they had gone. The clients are then closed, and the proxy must close their sockets and answer `SELECT 1`. "+
 		"PgBouncer's max_client_conn is %d for this; Sluice's configuration has no client limit.\n\n",
-		b.opts.idle, b.opts.idle, idleConcurrency, idleSettle, max(defaultMaxClientConn, b.opts.idle+idleClientMargin))
+		b.opts.idle, b.opts.idle, idleConcurrency, tlsClients, idleSettle, max(defaultMaxClientConn, b.opts.idle+idleClientMargin))
 	if len(b.idle) == 0 {
 		w.WriteString("No measurement was made.\n\n")
 		return
@@ -432,6 +470,15 @@ func (b *bench) writeIdle(w *strings.Builder) {
 			fmt.Sprintf("%.1f", float64(r.peakIdle)/1024), perCell, heapCell, fmt.Sprintf("%d / %d / %d", r.fdsBefore, r.fdsIdle, r.fdsClosed)})
 	}
 	w.WriteString("\n")
+	var negotiated []string
+	for _, r := range b.idle {
+		if r.tls != "" {
+			negotiated = append(negotiated, r.target+" "+r.tls)
+		}
+	}
+	if len(negotiated) > 0 {
+		fmt.Fprintf(w, "The idle TLS clients negotiated: %s.\n\n", strings.Join(negotiated, "; "))
+	}
 	var fine []string
 	for _, r := range b.idle {
 		if r.err == nil && r.afterClose == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +97,7 @@ func listenFake(t *testing.T, badPassword bool) string {
 
 func TestOpenIdleClients(t *testing.T) {
 	addr := listenFake(t, false)
-	conns, failed, firstErr := openIdleClients(context.Background(), addr, 50, 8)
+	conns, failed, firstErr := openIdleClients(context.Background(), addr, 50, 8, nil)
 	if len(conns) != 50 || failed != 0 || firstErr != nil {
 		t.Fatalf("%d connected, %d failed (%v); want 50 and none", len(conns), failed, firstErr)
 	}
@@ -105,7 +106,7 @@ func TestOpenIdleClients(t *testing.T) {
 	}
 
 	bad := listenFake(t, true)
-	conns, failed, firstErr = openIdleClients(context.Background(), bad, 5, 2)
+	conns, failed, firstErr = openIdleClients(context.Background(), bad, 5, 2, nil)
 	if len(conns) != 0 || failed != 5 || firstErr == nil || !strings.Contains(firstErr.Error(), "logging in: FATAL 28P01: password authentication failed") {
 		t.Errorf("with a rejected password: %d connected, %d failed, first error %v", len(conns), failed, firstErr)
 	}
@@ -186,5 +187,48 @@ func TestSluiceAdminPort(t *testing.T) {
 	}
 	if cfg.Admin.Address != "127.0.0.1:7001" || !cfg.Admin.Pprof || cfg.Engine != config.EngineLoop {
 		t.Fatalf("admin %+v, engine %q", cfg.Admin, cfg.Engine)
+	}
+}
+
+func TestIdleReportTLS(t *testing.T) {
+	b := reportBench(targetPgBouncer, targetSluice, targetPgBouncerTLS, targetSluiceTLS)
+	b.opts.idle = 10000
+	b.idle = []idleResult{
+		{target: targetPgBouncer, clients: 10000, connected: 10000, rssBefore: 8 * 1024, rssIdle: 8*1024 + 20000},
+		{target: targetSluice, clients: 10000, connected: 10000, rssBefore: 20 * 1024, rssIdle: 20*1024 + 40000},
+		{target: targetPgBouncerTLS, clients: 10000, connected: 10000, connectTime: 3 * time.Second,
+			rssBefore: 8 * 1024, rssIdle: 8*1024 + 300000, peakIdle: 400 * 1024, fdsBefore: 25, fdsIdle: 10025, fdsClosed: 25,
+			tls: "TLS 1.3, TLS_AES_128_GCM_SHA256"},
+		{target: targetSluiceTLS, clients: 10000, connected: 10000, connectTime: 5 * time.Second,
+			rssBefore: 20 * 1024, rssIdle: 20*1024 + 600000, peakIdle: 700 * 1024, fdsBefore: 30, fdsIdle: 10030, fdsClosed: 30,
+			heapBefore: 1 << 20, heapIdle: 1<<20 + 10000*40*1024, tls: "TLS 1.3, TLS_AES_128_GCM_SHA256"},
+	}
+	report := b.markdown()
+	for _, want := range []string{
+		"(md5 login as the bench user, 200 at a time; no TLS, except that to pgbouncer-tls and sluice-tls each client first sends an SSLRequest",
+		"| pgbouncer-tls | 10000 of 10000 | 0 | 3.0 | 8.0 | 301.0 | 400.0 | 30.00 | - | 25 / 10025 / 25 |",
+		"| sluice-tls | 10000 of 10000 | 0 | 5.0 | 20.0 | 605.9 | 700.0 | 60.00 | 40.00 | 30 / 10030 / 30 |",
+		"The idle TLS clients negotiated: pgbouncer-tls TLS 1.3, TLS_AES_128_GCM_SHA256; sluice-tls TLS 1.3, TLS_AES_128_GCM_SHA256.",
+		"| RSS ≤ 24 KiB per idle TLS client | 10,000 idle TLS clients (sluice-tls) | 60.00 KiB **NOT met** |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q:\n%s", want, report)
+		}
+	}
+	// Plaintext clients only: no word of TLS in the idle section.
+	b.idle = b.idle[:2]
+	if report := b.markdown(); strings.Contains(report, "except that to pgbouncer-tls") || strings.Contains(report, "idle TLS clients negotiated") {
+		t.Errorf("an idle section without TLS clients describes them:\n%s", report)
+	}
+}
+
+func TestIdleTargets(t *testing.T) {
+	want := []string{targetPgBouncer, targetSluice, targetSluiceGoroutine, targetPgBouncerTLS, targetSluiceTLS}
+	if !slices.Equal(idleTargets, want) {
+		t.Errorf("idleTargets = %q, want %q", idleTargets, want)
+	}
+	// The syscall stage keeps to the plaintext proxies.
+	if slices.Contains(syscallTargets, targetSluiceTLS) {
+		t.Errorf("syscallTargets = %q", syscallTargets)
 	}
 }

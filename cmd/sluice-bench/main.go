@@ -5,7 +5,7 @@
 //	go run ./cmd/sluice-bench [-clients 1,10,100,1000] [-duration 10s] [-warmup 2s]
 //	                          [-modes simple[,extended,prepared]] [-out FILE]
 //	                          [-sluice-bin PATH] [-baseline-bin PATH] [-reader] [-filter]
-//	                          [-syscalls] [-idle N]
+//	                          [-tls] [-syscalls] [-idle N]
 //
 // It starts a throwaway PostgreSQL 15 server (package pgtest), loads it with
 // `pgbench -i`, builds Sluice from the working tree and starts it twice and
@@ -26,6 +26,16 @@
 // per transaction. With -idle N it then opens N authenticated clients to
 // each of them, each served one SELECT 1 and left idle, and reports the
 // proxy's resident memory per idle client.
+//
+// With -tls it also runs the TLS twins of PgBouncer and Sluice, the
+// targets "pgbouncer-tls" and "sluice-tls": the same processes and
+// configuration plus a listener that requires TLS with a self-signed ECDSA
+// P-256 certificate the harness makes, pgbench connecting with
+// sslmode=require (the proxies' connections to PostgreSQL stay plaintext).
+// They run in -M simple only, in the same interleaved rounds, and the table
+// gains their columns with sluice-tls's TPS and CPU per transaction over
+// pgbouncer-tls's and its CPU per transaction over plaintext sluice's. The
+// idle stage measures them too, with TLS clients.
 //
 // With -baseline-bin it also runs a second Sluice executable, configured
 // exactly like the first, as the target "baseline", so that two builds (a
@@ -312,7 +322,7 @@ func (b *bench) setup(ctx context.Context) error {
 // runsSluiceBinary reports whether the target called name runs the sluice
 // executable (built from the working tree unless -sluice-bin is given).
 func runsSluiceBinary(name string) bool {
-	return name == targetSluice || name == targetSluiceGoroutine || name == targetReader || name == targetFilter
+	return name == targetSluice || name == targetSluiceGoroutine || name == targetReader || name == targetFilter || name == targetSluiceTLS
 }
 
 // newTarget describes the target called name; the proxies are not started
@@ -333,19 +343,54 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return t, err
 	}
+	// A TLS target presents a certificate of its own, in its directory.
+	var certFile, keyFile string
+	if name == targetPgBouncerTLS || name == targetSluiceTLS {
+		if certFile, keyFile, err = writeSelfSignedCert(dir); err != nil {
+			return t, err
+		}
+		t.sslmode = sslRequire
+		t.modes = tlsModes
+		// Every run that succeeds has used TLS; and say what pgbench's
+		// TLS library negotiates.
+		t.verify = func(ctx context.Context) error {
+			refusal, err := verifyTLSRequired(ctx, port)
+			if err != nil {
+				return err
+			}
+			if b.opts.verbose {
+				b.logf("%s refused a plaintext login, as it should: %v", name, refusal)
+			}
+			if t.tlsNegotiated != "" {
+				return nil // known from an earlier start
+			}
+			v, err := opensslNegotiated(ctx, port)
+			if err != nil {
+				b.notef("%s: what an OpenSSL client negotiates is unknown: %v", name, err)
+				v = "unknown"
+			}
+			t.tlsNegotiated = v
+			return nil
+		}
+	}
 	switch name {
-	case targetPgBouncer:
+	case targetPgBouncer, targetPgBouncerTLS:
 		cred, err := unprivilegedCredential()
 		if err != nil {
 			return t, err
 		}
-		if err := chownTo(dir, cred); err != nil {
-			return t, err
+		for _, path := range []string{dir, certFile, keyFile} {
+			if path == "" {
+				continue
+			}
+			if err := chownTo(path, cred); err != nil {
+				return t, err
+			}
 		}
 		t.start = pgbouncerSetup{dir: dir, port: port, pgPort: b.server.Port(), poolSize: b.opts.poolSize, cred: cred,
-			maxClientConn: max(defaultMaxClientConn, b.opts.idle+idleClientMargin)}.start
+			maxClientConn: max(defaultMaxClientConn, b.opts.idle+idleClientMargin), certFile: certFile, keyFile: keyFile}.start
 		t.unsupported = pgbouncerUnsupported
-	case targetSluice, targetSluiceGoroutine:
+	case targetSluice, targetSluiceGoroutine, targetSluiceTLS:
 		if t.adminPort, err = freePort(); err != nil {
 			return t, err
 		}
@@ -354,7 +399,7 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 			engine = config.EngineGoroutine
 		}
 		t.start = sluiceSetup{name: name, dir: dir, binary: sluiceBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
-			engine: engine, adminPort: t.adminPort}.start
+			engine: engine, adminPort: t.adminPort, certFile: certFile, keyFile: keyFile}.start
 	case targetBaseline:
 		// Configured exactly like sluice, engine included.
 		t.start = sluiceSetup{name: name, dir: dir, binary: b.opts.baselineBin, port: port, pgAddr: b.server.Addr(), poolSize: b.opts.poolSize,
@@ -444,13 +489,15 @@ func (b *bench) runAll(ctx context.Context) {
 // with index i: their own order, except that for every other combination
 // sluice swaps places with the last of the targets compared with it in a
 // ratio (sluice-goroutine, baseline, sluice+readwrite), so that each of
-// those runs after sluice in one combination and before it in the next.
+// those runs after sluice in one combination and before it in the next;
+// and pgbouncer-tls and sluice-tls swap places likewise.
 func runOrder(targets []*target, i int) []*target {
 	order := slices.Clone(targets)
 	if i%2 == 0 {
 		return order
 	}
-	s := slices.IndexFunc(order, func(t *target) bool { return t.name == targetSluice })
+	index := func(name string) int { return slices.IndexFunc(order, func(t *target) bool { return t.name == name }) }
+	s := index(targetSluice)
 	last := -1
 	for j, t := range order {
 		if t.name == targetSluiceGoroutine || t.name == targetBaseline || t.name == targetFilter {
@@ -459,6 +506,9 @@ func runOrder(targets []*target, i int) []*target {
 	}
 	if s >= 0 && last >= 0 {
 		order[s], order[last] = order[last], order[s]
+	}
+	if p, s := index(targetPgBouncerTLS), index(targetSluiceTLS); p >= 0 && s >= 0 {
+		order[p], order[s] = order[s], order[p]
 	}
 	return order
 }
@@ -471,6 +521,9 @@ func (b *bench) runOne(ctx context.Context, t *target, mode string, clients int)
 	}
 	if _, ok := t.unsupported[mode]; ok {
 		return runResult{skip: "unsupported"}
+	}
+	if t.modes != nil && !slices.Contains(t.modes, mode) {
+		return runResult{skip: "-"}
 	}
 	note, err := t.check(ctx)
 	if note != "" {
@@ -494,7 +547,7 @@ func (b *bench) warmAndMeasure(ctx context.Context, t *target, mode string, clie
 	if t.proc != nil {
 		t.logMark = t.proc.logSize()
 	}
-	run := pgbenchRun{port: t.port, clients: clients, threads: b.opts.threads, mode: mode, duration: b.opts.duration}
+	run := pgbenchRun{port: t.port, clients: clients, threads: b.opts.threads, mode: mode, duration: b.opts.duration, sslmode: t.sslmode}
 	if b.opts.warmup > 0 {
 		warm := run
 		warm.duration = b.opts.warmup

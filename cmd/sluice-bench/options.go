@@ -41,7 +41,7 @@ var allModes = []string{"simple", "extended", "prepared"}
 
 // allTargets are the targets the harness knows, in the order they are run
 // and shown.
-var allTargets = []string{targetDirect, targetPgBouncer, targetSluice, targetSluiceGoroutine, targetBaseline}
+var allTargets = []string{targetDirect, targetPgBouncer, targetSluice, targetSluiceGoroutine, targetBaseline, targetPgBouncerTLS, targetSluiceTLS}
 
 // defaultTargets are the targets run when -targets is not given; baseline
 // is added when -baseline-bin is.
@@ -58,7 +58,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	clients := fs.String("clients", "1,10,100,1000", "comma-separated pgbench client counts")
 	modes := fs.String("modes", "simple", "comma-separated pgbench -M query modes: simple, extended, prepared")
-	targets := fs.String("targets", defaultTargets, "comma-separated targets to run: direct, pgbouncer, sluice (loop engine), sluice-goroutine (goroutine engine), baseline (baseline joins the default when -baseline-bin is given)")
+	targets := fs.String("targets", defaultTargets, "comma-separated targets to run: direct, pgbouncer, sluice (loop engine), sluice-goroutine (goroutine engine), baseline (baseline joins the default when -baseline-bin is given), pgbouncer-tls, sluice-tls (see -tls)")
+	withTLS := fs.Bool("tls", false, "also run the TLS twin of pgbouncer and of sluice among the targets (pgbouncer-tls, sluice-tls: the same configuration plus a listener that requires TLS, pgbench with sslmode=require), in -M "+strings.Join(tlsModes, ", ")+" only, and in the idle stage with TLS clients")
 	reader := fs.Bool("reader", false, "also run Sluice's reader endpoint in front of two streaming replicas (target \"reader\", a section of its own)")
 	filter := fs.Bool("filter", false, "also run a Sluice with the readwrite example filter on the statement hook (target \"sluice+readwrite\") and the filter hook-cost Go benchmark, in sections of their own")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (whole seconds)")
@@ -97,6 +98,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.baselineBin != "" && !flagGiven(fs, "targets") {
 		targetList = append(targetList, targetBaseline)
 	}
+	if *withTLS {
+		twins := 0
+		for _, t := range slices.Clone(targetList) {
+			if twin, ok := tlsTwins[t]; ok {
+				twins++
+				if !slices.Contains(targetList, twin) {
+					targetList = append(targetList, twin)
+				}
+			}
+		}
+		if twins == 0 {
+			errs = append(errs, errors.New("-tls: give pgbouncer or sluice among the -targets (-tls adds their TLS twins)"))
+		}
+	}
 	for _, t := range targetList {
 		if !slices.Contains(allTargets, t) {
 			errs = append(errs, fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(allTargets, ", ")))
@@ -115,6 +130,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if *filter {
 		o.targets = append(o.targets, targetFilter)
+	}
+	if (slices.Contains(o.targets, targetPgBouncerTLS) || slices.Contains(o.targets, targetSluiceTLS)) &&
+		!slices.ContainsFunc(o.modes, func(m string) bool { return slices.Contains(tlsModes, m) }) {
+		errs = append(errs, fmt.Errorf("-modes: the TLS targets run in -M %s only: give it", strings.Join(tlsModes, ", ")))
 	}
 	if slices.Contains(o.targets, targetBaseline) && o.baselineBin == "" {
 		errs = append(errs, errors.New("-targets: baseline needs -baseline-bin"))

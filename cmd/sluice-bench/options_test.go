@@ -43,7 +43,32 @@ func TestParseFlagsTargets(t *testing.T) {
 		{
 			name:    "unknown target",
 			args:    []string{"-targets", "sluice,odyssey"},
-			wantErr: `"odyssey" is not one of direct, pgbouncer, sluice, sluice-goroutine, baseline`,
+			wantErr: `"odyssey" is not one of direct, pgbouncer, sluice, sluice-goroutine, baseline, pgbouncer-tls, sluice-tls`,
+		},
+		{
+			name: "-tls adds the TLS twins to the default targets, after the others",
+			args: []string{"-tls"},
+			want: []string{"direct", "pgbouncer", "sluice", "sluice-goroutine", "pgbouncer-tls", "sluice-tls"},
+		},
+		{
+			name: "-tls adds the twin of each plaintext proxy given",
+			args: []string{"-tls", "-targets", "sluice,direct"},
+			want: []string{"direct", "sluice", "sluice-tls"},
+		},
+		{
+			name: "a TLS target given by name needs no -tls",
+			args: []string{"-targets", "sluice-tls,pgbouncer"},
+			want: []string{"pgbouncer", "sluice-tls"},
+		},
+		{
+			name:    "-tls without a proxy that has a TLS twin",
+			args:    []string{"-tls", "-targets", "direct,sluice-goroutine"},
+			wantErr: "-tls: give pgbouncer or sluice among the -targets",
+		},
+		{
+			name:    "TLS targets without -M simple",
+			args:    []string{"-tls", "-modes", "prepared,extended"},
+			wantErr: "-modes: the TLS targets run in -M simple only",
 		},
 	}
 	for _, tt := range tests {
@@ -100,14 +125,18 @@ func TestRunOrderAlternatesSluiceAndBaseline(t *testing.T) {
 	for _, n := range allTargets {
 		all = append(all, &target{name: n})
 	}
-	if got := names(runOrder(all, 0)); got != "direct,pgbouncer,sluice,sluice-goroutine,baseline" {
+	if got := names(runOrder(all, 0)); got != "direct,pgbouncer,sluice,sluice-goroutine,baseline,pgbouncer-tls,sluice-tls" {
 		t.Errorf("order of combination 0 = %s", got)
 	}
-	if got := names(runOrder(all, 1)); got != "direct,pgbouncer,baseline,sluice-goroutine,sluice" {
+	// Sluice and baseline swap, and so do the two TLS targets.
+	if got := names(runOrder(all, 1)); got != "direct,pgbouncer,baseline,sluice-goroutine,sluice,sluice-tls,pgbouncer-tls" {
 		t.Errorf("order of combination 1 = %s", got)
 	}
-	if got := names(all); got != "direct,pgbouncer,sluice,sluice-goroutine,baseline" {
+	if got := names(all); got != "direct,pgbouncer,sluice,sluice-goroutine,baseline,pgbouncer-tls,sluice-tls" {
 		t.Errorf("runOrder changed the targets it was given: %s", got)
+	}
+	if got := names(runOrder(all[5:6], 1)); got != "pgbouncer-tls" {
+		t.Errorf("order of one TLS target = %s", got)
 	}
 	// The default targets: the two engines take turns going first.
 	engines := all[:4]

@@ -35,6 +35,9 @@ type pgbenchRun struct {
 	threads  int
 	mode     string // pgbench -M: simple, extended or prepared
 	duration time.Duration
+	// sslmode is libpq's sslmode for the clients: sslRequire for a TLS
+	// target; "" means sslDisable.
+	sslmode string
 }
 
 // args returns pgbench's command-line arguments.
@@ -110,14 +113,14 @@ func runPgbench(ctx context.Context, r pgbenchRun, verbose io.Writer) (pgbenchRe
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "pgbench", r.args()...)
-	cmd.Env = clientEnv()
+	cmd.Env = clientEnv(r.sslmode)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	detach(cmd)
 	cmd.WaitDelay = 5 * time.Second
 	runErr := cmd.Run()
 	if verbose != nil {
-		fmt.Fprintf(verbose, "$ pgbench %s\n%s%s", strings.Join(r.args(), " "), stdout.String(), stderr.String())
+		fmt.Fprintf(verbose, "$ PGSSLMODE=%s pgbench %s\n%s%s", sslmodeOrDisable(r.sslmode), strings.Join(r.args(), " "), stdout.String(), stderr.String())
 	}
 	res, parseErr := parsePgbench(stdout.String())
 	switch {
@@ -136,16 +139,24 @@ func runPgbench(ctx context.Context, r pgbenchRun, verbose io.Writer) (pgbenchRe
 
 // clientEnv returns the environment of the PostgreSQL client programs the
 // harness runs: the harness's own without PG* variables, which could
-// redirect them, plus the bench password. TLS is disabled so that every
-// target is measured over plain TCP.
-func clientEnv() []string {
+// redirect them, plus the bench password and PGSSLMODE=sslmode ("" means
+// sslDisable, so that a plaintext target is measured over plain TCP).
+func clientEnv(sslmode string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PG") {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "PGPASSWORD="+benchPassword, "PGSSLMODE=disable")
+	return append(env, "PGPASSWORD="+benchPassword, "PGSSLMODE="+sslmodeOrDisable(sslmode))
+}
+
+// sslmodeOrDisable returns sslmode, or sslDisable for "".
+func sslmodeOrDisable(sslmode string) string {
+	if sslmode == "" {
+		return sslDisable
+	}
+	return sslmode
 }
 
 // summaryLines returns the lines of pgbench's summary worth quoting when
@@ -206,14 +217,19 @@ func quoteLines(out string) string {
 	return b.String()
 }
 
-// runClient runs a PostgreSQL client program (psql, pgbench -i) to
-// completion within timeout and returns its standard output; on failure the
-// error quotes its output.
+// runClient runs a PostgreSQL client program (psql, pgbench -i) without
+// TLS to completion within timeout and returns its standard output; on
+// failure the error quotes its output.
 func runClient(ctx context.Context, timeout time.Duration, program string, args ...string) (string, error) {
+	return runClientSSL(ctx, timeout, sslDisable, program, args...)
+}
+
+// runClientSSL is runClient with libpq's sslmode.
+func runClientSSL(ctx context.Context, timeout time.Duration, sslmode, program string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, program, args...)
-	cmd.Env = clientEnv()
+	cmd.Env = clientEnv(sslmode)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	detach(cmd)
@@ -227,10 +243,15 @@ func runClient(ctx context.Context, timeout time.Duration, program string, args 
 	return stdout.String(), nil
 }
 
-// querySingle runs sql through psql as the bench user against port and
-// returns the single value it prints.
+// querySingle runs sql through psql without TLS as the bench user against
+// port and returns the single value it prints.
 func querySingle(ctx context.Context, port int, sql string) (string, error) {
-	out, err := runClient(ctx, 15*time.Second, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+	return querySingleSSL(ctx, port, sslDisable, sql)
+}
+
+// querySingleSSL is querySingle with libpq's sslmode.
+func querySingleSSL(ctx context.Context, port int, sslmode, sql string) (string, error) {
+	out, err := runClientSSL(ctx, 15*time.Second, sslmode, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
 		"-h", loopback, "-p", strconv.Itoa(port), "-U", benchUser, "-d", benchDatabase, "-c", sql)
 	return strings.TrimSpace(out), err
 }

@@ -31,11 +31,14 @@ type pgbouncerSetup struct {
 	// cred is the user it runs as (it refuses root); nil runs it as the
 	// harness's user.
 	cred *syscall.Credential
+	// certFile and keyFile, when set, are the certificate and key of
+	// client TLS, which is then required (client_tls_sslmode = require).
+	certFile, keyFile string
 }
 
 // pgbouncerINI renders pgbouncer.ini: transaction pooling of the bench
 // database with the given pool size, md5 authentication against a userlist,
-// TCP on loopback only.
+// TCP on loopback only, and with certFile TLS required of every client.
 func (p pgbouncerSetup) pgbouncerINI() string {
 	return fmt.Sprintf(`[databases]
 %[1]s = host=%[2]s port=%[3]d dbname=%[1]s
@@ -58,8 +61,18 @@ logfile = %[7]s
 pidfile =
 log_connections = 0
 log_disconnections = 0
-`, benchDatabase, loopback, p.pgPort, p.port,
-		filepath.Join(p.dir, "userlist.txt"), p.poolSize, filepath.Join(p.dir, "pgbouncer.log"), p.clientLimit())
+%[9]s`, benchDatabase, loopback, p.pgPort, p.port,
+		filepath.Join(p.dir, "userlist.txt"), p.poolSize, filepath.Join(p.dir, "pgbouncer.log"), p.clientLimit(), p.clientTLS())
+}
+
+// clientTLS returns the ini lines of client TLS; "" without certFile.
+// The connections to PostgreSQL keep PgBouncer's default (server_tls_sslmode
+// = prefer, plaintext against the harness's server, which has no TLS).
+func (p pgbouncerSetup) clientTLS() string {
+	if p.certFile == "" {
+		return ""
+	}
+	return fmt.Sprintf("client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n", p.certFile, p.keyFile)
 }
 
 // defaultMaxClientConn is PgBouncer's max_client_conn unless the idle

@@ -134,12 +134,18 @@ func (b *bench) markdown() string {
 	var w strings.Builder
 	o := b.opts
 	fmt.Fprintf(&w, "## Sluice benchmark: pgbench -S, scale %d, pool %d, transaction mode\n\n", o.scale, o.poolSize)
-	fmt.Fprintf(&w, "Each cell is one `pgbench -S -n -T %d -c <clients> -j %d -M <mode>` run over TCP on loopback (md5 authentication, no TLS), "+
+	hasTLS := slices.Contains(o.targets, targetPgBouncerTLS) || slices.Contains(o.targets, targetSluiceTLS)
+	tlsNote, tlsDash := "no TLS", ""
+	if hasTLS {
+		tlsNote = "no TLS except to the TLS targets below"
+		tlsDash = fmt.Sprintf("; the TLS targets run in -M %s only", strings.Join(tlsModes, ", "))
+	}
+	fmt.Fprintf(&w, "Each cell is one `pgbench -S -n -T %d -c <clients> -j %d -M <mode>` run over TCP on loopback (md5 authentication, %s), "+
 		"after an unmeasured %s warm-up run. TPS excludes initial connection time; latency is pgbench's average. "+
 		"CPU is the proxy process's user+system time over the whole pgbench run (connecting the clients included) "+
 		"divided by the transactions processed, in µs; \"x/pgbouncer\" columns are a Sluice target's TPS, or CPU per transaction, over PgBouncer's in the same row. "+
-		"\"-\": direct runs above %d clients exceed the server's max_connections of %d.\n\n",
-		wholeSeconds(o.duration), o.threads, o.warmup, directClientLimit, serverMaxConnections)
+		"\"-\": direct runs above %d clients exceed the server's max_connections of %d%s.\n\n",
+		wholeSeconds(o.duration), o.threads, tlsNote, o.warmup, directClientLimit, serverMaxConnections, tlsDash)
 	switch {
 	case slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetSluiceGoroutine):
 		fmt.Fprintf(&w, "\"sluice\" runs the loop engine (`engine = %q`, event loops for plaintext clients, `event_loops` left at its default); "+
@@ -149,6 +155,9 @@ func (b *bench) markdown() string {
 		fmt.Fprintf(&w, "\"sluice\" runs the loop engine (`engine = %q`, `event_loops` left at its default).\n\n", config.EngineLoop)
 	case slices.Contains(o.targets, targetSluiceGoroutine):
 		fmt.Fprintf(&w, "\"sluice-goroutine\" runs the goroutine engine (`engine = %q`).\n\n", config.EngineGoroutine)
+	}
+	if hasTLS {
+		b.writeTLSTargets(&w)
 	}
 	hasSluiceBaseline := slices.Contains(o.targets, targetSluice) && slices.Contains(o.targets, targetBaseline)
 	switch {
@@ -169,28 +178,37 @@ func (b *bench) markdown() string {
 	for _, t := range tableTargets {
 		header = append(header, t+" TPS", t+" lat ms")
 	}
-	// Each Sluice target against PgBouncer: TPS and CPU per transaction.
-	var vsPgBouncer []string
-	if slices.Contains(o.targets, targetPgBouncer) {
-		for _, t := range sluiceTargets {
-			if slices.Contains(tableTargets, t) {
-				vsPgBouncer = append(vsPgBouncer, t)
-			}
+	// Each Sluice target against PgBouncer, TPS and CPU per transaction;
+	// then sluice against baseline, CPU; then sluice-tls against
+	// pgbouncer-tls, TPS and CPU, and against plaintext sluice, CPU.
+	var tpsRatios, cpuRatios []ratioColumn
+	both := func(a, b string) bool { return slices.Contains(tableTargets, a) && slices.Contains(tableTargets, b) }
+	for _, t := range sluiceTargets {
+		if both(t, targetPgBouncer) {
+			tpsRatios = append(tpsRatios, ratioColumn{t, targetPgBouncer})
+			cpuRatios = append(cpuRatios, ratioColumn{t, targetPgBouncer})
 		}
 	}
-	for _, t := range vsPgBouncer {
-		header = append(header, t+"/pgbouncer TPS")
+	if hasSluiceBaseline {
+		cpuRatios = append(cpuRatios, ratioColumn{targetSluice, targetBaseline})
+	}
+	if both(targetSluiceTLS, targetPgBouncerTLS) {
+		tpsRatios = append(tpsRatios, ratioColumn{targetSluiceTLS, targetPgBouncerTLS})
+		cpuRatios = append(cpuRatios, ratioColumn{targetSluiceTLS, targetPgBouncerTLS})
+	}
+	if both(targetSluiceTLS, targetSluice) {
+		cpuRatios = append(cpuRatios, ratioColumn{targetSluiceTLS, targetSluice})
+	}
+	for _, c := range tpsRatios {
+		header = append(header, c.label()+" TPS")
 	}
 	for _, t := range proxyTargets {
 		if slices.Contains(o.targets, t) {
 			header = append(header, t+" CPU µs/tx")
 		}
 	}
-	for _, t := range vsPgBouncer {
-		header = append(header, t+"/pgbouncer CPU")
-	}
-	if hasSluiceBaseline {
-		header = append(header, "sluice/baseline CPU")
+	for _, c := range cpuRatios {
+		header = append(header, c.label()+" CPU")
 	}
 	writeRow(&w, header)
 	sep := make([]string, len(header))
@@ -213,12 +231,12 @@ func (b *bench) markdown() string {
 				r, ok := res(t)
 				row = append(row, tpsCell(r, ok), latencyCell(r, ok))
 			}
-			p, okP := res(targetPgBouncer)
-			for _, t := range vsPgBouncer {
-				s, okS := res(t)
+			for _, c := range tpsRatios {
+				a, okA := res(c.a)
+				d, okD := res(c.b)
 				cell := ""
-				if okS && okP && succeeded(s) && succeeded(p) && p.bench.tps > 0 {
-					cell = fmt.Sprintf("%.2f", s.bench.tps/p.bench.tps)
+				if okA && okD && succeeded(a) && succeeded(d) && d.bench.tps > 0 {
+					cell = fmt.Sprintf("%.2f", a.bench.tps/d.bench.tps)
 				}
 				row = append(row, orDash(cell))
 			}
@@ -228,20 +246,12 @@ func (b *bench) markdown() string {
 					row = append(row, cpuMicrosCell(r, ok, o.duration))
 				}
 			}
-			for _, t := range vsPgBouncer {
-				s, okS := res(t)
+			for _, c := range cpuRatios {
+				a, okA := res(c.a)
+				d, okD := res(c.b)
 				cell := ""
-				if okS && okP {
-					cell = cpuRatio(s, p, o.duration)
-				}
-				row = append(row, orDash(cell))
-			}
-			if hasSluiceBaseline {
-				s, okS := res(targetSluice)
-				bl, okB := res(targetBaseline)
-				cell := ""
-				if okS && okB {
-					cell = cpuRatio(s, bl, o.duration)
+				if okA && okD {
+					cell = cpuRatio(a, d, o.duration)
 				}
 				row = append(row, orDash(cell))
 			}
@@ -264,6 +274,35 @@ func (b *bench) markdown() string {
 		}
 	}
 	return w.String()
+}
+
+// writeTLSTargets describes the TLS targets under the main table's
+// heading: how they differ from their plaintext twins, what their ratio
+// columns mean and what an OpenSSL client negotiated with them.
+func (b *bench) writeTLSTargets(w *strings.Builder) {
+	o := b.opts
+	w.WriteString("\"pgbouncer-tls\" and \"sluice-tls\" (-tls) are pgbouncer and sluice, same executables and configuration, plus a listener " +
+		"that requires TLS (PgBouncer `client_tls_sslmode = require`, Sluice `require_tls = true` with a `tls` block) presenting a self-signed " +
+		"ECDSA P-256 certificate; pgbench connects to them with `PGSSLMODE=require`, so every run of theirs that succeeds is a TLS pairing " +
+		"(the harness checks that a plaintext login is refused). Their connections to PostgreSQL stay plaintext. The two take turns going first.")
+	if slices.Contains(o.targets, targetSluiceTLS) && slices.Contains(o.targets, targetPgBouncerTLS) {
+		w.WriteString(" \"sluice-tls/pgbouncer-tls\" compares the two TLS pairings")
+		if slices.Contains(o.targets, targetSluice) {
+			w.WriteString("; \"sluice-tls/sluice CPU\" is what a TLS pairing costs Sluice over a plaintext one")
+		}
+		w.WriteString(".")
+	}
+	var negotiated []string
+	for _, t := range b.targets {
+		if t.tlsNegotiated != "" {
+			negotiated = append(negotiated, t.name+" "+t.tlsNegotiated)
+		}
+	}
+	if len(negotiated) > 0 {
+		fmt.Fprintf(w, " What an OpenSSL client with its defaults negotiated (`openssl s_client -starttls postgres`; pgbench's libpq uses OpenSSL): %s.",
+			strings.Join(negotiated, "; "))
+	}
+	w.WriteString("\n\n")
 }
 
 // writeReader writes the reader endpoint's section: per mode and client
@@ -414,7 +453,14 @@ func latencyCell(r runResult, ok bool) string {
 
 // proxyTargets are the targets whose CPU time is measured, in the order
 // of their CPU columns.
-var proxyTargets = []string{targetSluice, targetSluiceGoroutine, targetPgBouncer, targetBaseline}
+var proxyTargets = []string{targetSluice, targetSluiceGoroutine, targetPgBouncer, targetBaseline, targetSluiceTLS, targetPgBouncerTLS}
+
+// ratioColumn is a column of the main table with target a's TPS, or CPU
+// time per transaction, over target b's in the same row.
+type ratioColumn struct{ a, b string }
+
+// label names the column, without its unit.
+func (c ratioColumn) label() string { return c.a + "/" + c.b }
 
 // sluiceTargets are the main table's Sluice targets, each compared with
 // PgBouncer.

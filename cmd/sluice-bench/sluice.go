@@ -40,13 +40,21 @@ type sluiceSetup struct {
 	// statement goes through it (filter "readwrite", default timeout and
 	// failure policy), and the cluster's reader_fallback is "writer".
 	filterModule string
+	// certFile and keyFile, when set, are the listener's tls block, and
+	// it requires TLS (require_tls); the cluster's connections to the
+	// server keep the default (tls.mode "prefer": plaintext against the
+	// harness's server, which has no TLS).
+	certFile, keyFile string
 }
 
 // configHCL renders proxy.hcl: one listener in front of the server,
 // transaction pooling with the given pool size and md5 authentication of the
 // bench user, mirroring the PgBouncer setup.
 func (s sluiceSetup) configHCL() string {
-	listenRole, replicas, fallback, filter, engine := "", "", "", "", ""
+	listenExtra, replicas, fallback, filter, engine := "", "", "", "", ""
+	if s.certFile != "" {
+		listenExtra = fmt.Sprintf("\n  require_tls = true\n  tls {\n    cert_file = %q\n    key_file  = %q\n  }", s.certFile, s.keyFile)
+	}
 	if s.adminPort != 0 {
 		engine = fmt.Sprintf("admin {\n  address = \"%s:%d\"\n  pprof   = true\n}\n", loopback, s.adminPort)
 	}
@@ -54,7 +62,7 @@ func (s sluiceSetup) configHCL() string {
 		engine += fmt.Sprintf("engine           = %q\n", s.engine)
 	}
 	if len(s.replicas) > 0 {
-		listenRole = "\n  role    = \"reader\""
+		listenExtra += "\n  role    = \"reader\""
 		quoted := make([]string, len(s.replicas))
 		for i, r := range s.replicas {
 			quoted[i] = strconv.Quote(r)
@@ -96,7 +104,7 @@ log {
 }
 
 shutdown_timeout = "0s"
-%s%s`, loopback, s.port, listenRole, s.poolSize, s.pgAddr, replicas, fallback, benchUser, benchPassword, benchUser, benchPassword, engine, filter)
+%s%s`, loopback, s.port, listenExtra, s.poolSize, s.pgAddr, replicas, fallback, benchUser, benchPassword, benchUser, benchPassword, engine, filter)
 }
 
 // start validates and writes proxy.hcl and runs `sluice run` as a separate

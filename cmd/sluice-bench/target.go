@@ -29,7 +29,22 @@ const (
 	// plus the readwrite example filter on the statement hook (-filter),
 	// reported in a section of its own next to targetSluice.
 	targetFilter = "sluice+readwrite"
+	// targetPgBouncerTLS and targetSluiceTLS are targetPgBouncer and
+	// targetSluice (-tls) configured alike plus a listener that requires
+	// TLS, with a self-signed ECDSA P-256 certificate; their clients
+	// connect with sslmode=require and the proxies' connections to
+	// PostgreSQL stay plaintext. They are run in tlsModes only.
+	targetPgBouncerTLS = "pgbouncer-tls"
+	targetSluiceTLS    = "sluice-tls"
 )
+
+// tlsTwins maps each plaintext proxy target to its TLS twin, which -tls
+// adds.
+var tlsTwins = map[string]string{targetPgBouncer: targetPgBouncerTLS, targetSluice: targetSluiceTLS}
+
+// tlsModes are the pgbench -M modes the TLS targets are run in: enough to
+// compare a TLS pairing with a plaintext one without doubling the run.
+var tlsModes = []string{"simple"}
 
 // readyTimeout bounds how long a freshly started proxy has to accept a
 // query.
@@ -43,6 +58,12 @@ type target struct {
 	// adminPort is the port of a Sluice's admin listener with Go's
 	// profiles (the idle stage reads its heap there); 0 when it has none.
 	adminPort int
+	// sslmode is libpq's sslmode its clients connect with: sslRequire
+	// for a TLS target, "" (sslDisable) otherwise.
+	sslmode string
+	// tlsNegotiated is the protocol and cipher suite an OpenSSL client
+	// negotiated with a TLS target once it was started; "" if unknown.
+	tlsNegotiated string
 	// start starts the proxy process; nil for the server itself.
 	start func(context.Context) (*child, error)
 	// verify, if set, checks once the proxy answers that it sends
@@ -57,6 +78,9 @@ type target struct {
 	maxClients int
 	// unsupported maps a pgbench -M mode to why the target cannot run it.
 	unsupported map[string]string
+	// modes, when set, are the only pgbench -M modes the target is run
+	// in; the others show "-".
+	modes []string
 	// idleRSSKiB is the proxy's resident memory once started, before any
 	// benchmark.
 	idleRSSKiB int64
@@ -71,7 +95,7 @@ func (t *target) launch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitReady(ctx, t.port, proc); err != nil {
+	if err := waitReady(ctx, t.port, t.sslmode, proc); err != nil {
 		proc.stop()
 		if tail := proc.logTail(20); tail != "" {
 			err = fmt.Errorf("%w\n  last lines of its log (%s):\n%s", err, proc.logPath, indent(tail, "    "))
@@ -105,7 +129,7 @@ func (t *target) check(ctx context.Context) (note string, err error) {
 	if done, exitErr := t.proc.exited(); done {
 		note = fmt.Sprintf("%s had exited (%v); restarting it. Last lines of its log:\n%s",
 			t.name, exitErr, indent(t.proc.logTail(20), "    "))
-	} else if _, err := querySingle(ctx, t.port, "SELECT 1"); err != nil {
+	} else if _, err := t.query(ctx, "SELECT 1"); err != nil {
 		note = fmt.Sprintf("%s stopped answering (%v); restarting it", t.name, err)
 	} else {
 		return "", nil
@@ -118,6 +142,12 @@ func (t *target) check(ctx context.Context) (note string, err error) {
 	return note, nil
 }
 
+// query runs sql through psql against the target, with TLS if the target
+// requires it, and returns the single value it prints.
+func (t *target) query(ctx context.Context, sql string) (string, error) {
+	return querySingleSSL(ctx, t.port, t.sslmode, sql)
+}
+
 // stop stops the proxy, if one is running.
 func (t *target) stop() {
 	if t.proc != nil {
@@ -125,16 +155,16 @@ func (t *target) stop() {
 	}
 }
 
-// waitReady polls until `SELECT 1` through port succeeds, the process exits
-// or readyTimeout passes.
-func waitReady(ctx context.Context, port int, proc *child) error {
+// waitReady polls until `SELECT 1` through port (with libpq's sslmode)
+// succeeds, the process exits or readyTimeout passes.
+func waitReady(ctx context.Context, port int, sslmode string, proc *child) error {
 	deadline := time.Now().Add(readyTimeout)
 	var last error
 	for {
 		if done, exitErr := proc.exited(); done {
 			return fmt.Errorf("%s exited during startup: %v", proc.name, exitErr)
 		}
-		_, err := querySingle(ctx, port, "SELECT 1")
+		_, err := querySingleSSL(ctx, port, sslmode, "SELECT 1")
 		if err == nil {
 			return nil
 		}
