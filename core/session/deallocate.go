@@ -25,7 +25,7 @@ func (m *Machine) deallocate(body []byte) bool {
 	if _, known := m.stmts.prepared[name]; !known {
 		return false
 	}
-	if m.srv != nil && (m.q.requests > 0 || m.batch || m.tx == wire.TxFailed) {
+	if m.srv != nil && (m.busy.q.requests > 0 || m.batch || m.tx == wire.TxFailed) {
 		return false
 	}
 	delete(m.stmts.prepared, name)

@@ -145,7 +145,7 @@ func (m *Machine) requestEnded(r *reply, prev, status byte) {
 	}
 	if m.minInTx && (m.sawCommit || status == wire.TxIdle) {
 		if !m.sawCommit {
-			m.minLSN = m.minBefore
+			m.minLSN = m.busy.minBefore
 		}
 		m.minInTx = false
 	}

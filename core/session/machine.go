@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"strings"
+	"sync"
 
 	"github.com/sluicedb/sluice/core/pool"
 	"github.com/sluicedb/sluice/core/sqlclass"
@@ -69,22 +70,21 @@ type Machine struct {
 	// policyReason is the text of pinPolicy.
 	policyReason string
 
-	srv   *pool.ServerState // the held connection, or nil
-	q     replyQueue
-	tx    byte // transaction status of the last ReadyForQuery
-	batch bool // extended-protocol messages sent since the last Sync
+	srv *pool.ServerState // the held connection, or nil
+	// busy is what the machine needs only while it serves requests; nil
+	// while it is idle (see busyState).
+	busy *busyState
+	tx   byte // transaction status of the last ReadyForQuery
+	// batch: extended-protocol messages sent since the last Sync.
+	batch bool
 	// held: the server may hold back its replies, as it flushes its output
 	// only at a Sync, a Flush or the end of a simple Query; Unstall asks it
 	// to send them.
-	held   bool
-	copyIn bool // the server waits for the client's COPY data
-	// Clients send COPY data without waiting for CopyInResponse: copyEnds
-	// counts the CopyDone and CopyFail the client sent, copies the
-	// CopyInResponses, since nothing was last owed.
-	copyEnds, copies int
-	syncing          bool // a parameter sync runs: client messages wait
-	discarding       bool // after a reject in a batch: client messages are dropped up to Sync
-	sawFatal         bool // the server sent a FATAL: it closes next
+	held       bool
+	copyIn     bool // the server waits for the client's COPY data
+	syncing    bool // a parameter sync runs: client messages wait
+	discarding bool // after a reject in a batch: client messages are dropped up to Sync
+	sawFatal   bool // the server sent a FATAL: it closes next
 	// softFatal: that FATAL went to the client as an ERROR, because the
 	// client survives its server connection (transaction mode, not
 	// pinned); ServerGone then answers the rest of what was owed.
@@ -104,14 +104,11 @@ type Machine struct {
 
 	// Read-your-writes (lsn.go, sluice.go). record: RecordLSN in
 	// transaction mode.
-	record  bool
-	minLSN  LSN // SET sluice.min_lsn
-	lastLSN LSN // the writer's position after the client's last commit that wrote
+	record bool
 	// minInTx: min_lsn was set inside the open transaction, and was
-	// minBefore before it: a rollback restores it.
-	minInTx   bool
-	minBefore LSN
-	txWrote   bool // the open transaction wrote (record)
+	// busy.minBefore before it: a rollback restores it.
+	minInTx bool
+	txWrote bool // the open transaction wrote (record)
 	// batchWrites: the extended-protocol batch since the last Sync
 	// executes a statement that writes (record).
 	batchWrites bool
@@ -119,18 +116,137 @@ type Machine struct {
 	// What the server reported for the request it is answering: a COMMIT
 	// or ROLLBACK command tag, an error (record, or minInTx).
 	sawCommit, sawRollback, reqErr bool
+	minLSN                         LSN // SET sluice.min_lsn
+	lastLSN                        LSN // the writer's position after the client's last commit that wrote
 
-	login      *loginState
-	internal   *wire.Error // the error of Sluice's own exchange in progress
-	row        []string    // the row of a read-back in progress
-	class      []sqlclass.Statement
-	sql        string                // the text class was made from
-	one        [1]sqlclass.Statement // Statement.Class of a Parse or Bind
-	stmt       Statement             // what the policy is shown, reused
-	asked      askedDecision         // the decision that asked for the last borrow
-	classValid bool                  // class belongs to the message offered again after a borrow
-	pendDef    *stmtDef              // likewise for a Parse
-	out, cout  []byte
+	// sql is the text of the client's last simple Query that was
+	// classified, kept from one transaction to the next: clients repeat
+	// their statements, and comparing with it saves a copy.
+	sql string
+
+	login *loginState
+	// out and cout hold what a Step sends to the server and to the
+	// client; they stay with the machine, as a Step's bytes must outlive
+	// the call that made it.
+	out, cout []byte
+}
+
+// busyState is the part of a machine's state that matters only while it
+// serves requests. An idle machine has none, so that an idle client keeps
+// neither a reply queue nor the classification and policy decision of its
+// last statement: the machine takes one from spareBusy when it decides
+// where a borrow goes or is given a server connection (getBusy), and gives
+// it back when it has neither a connection nor a decision left to carry
+// out (putBusy). Its storage (the reply queue's, the classification's) is
+// reused from one transaction to the next, across sessions.
+//
+// The machine has a busy state whenever it holds a server connection, and
+// from a decision for a borrow to the Attach or Refuse that follows it;
+// what returns Steps never refers to it (a Step's bytes are in out and
+// cout, which stay with the machine).
+type busyState struct {
+	q replyQueue
+	// Clients send COPY data without waiting for CopyInResponse: copyEnds
+	// counts the CopyDone and CopyFail the client sent, copies the
+	// CopyInResponses, since nothing was last owed.
+	copyEnds, copies int
+	internal         *wire.Error           // the error of Sluice's own exchange in progress
+	row              []string              // the row of a read-back in progress
+	class            []sqlclass.Statement  // the classification of a simple Query (of Machine.sql)
+	one              [1]sqlclass.Statement // Statement.Class of a Parse or Bind
+	stmt             Statement             // what the policy is shown, reused
+	asked            askedDecision         // the decision that asked for the last borrow
+	classValid       bool                  // class belongs to the message offered again after a borrow
+	pendDef          *stmtDef              // likewise for a Parse
+	minBefore        LSN                   // see Machine.minInTx
+}
+
+// spareBusy holds the busy states that machines gave back, for the next
+// machine that gets busy; it is shared by all machines. A machine takes one
+// and gives it back once per transaction, so that the per-transaction path
+// allocates nothing. (A sync.Pool would drop some of them at random under
+// the race detector, and with them the test of that guarantee.)
+var spareBusy struct {
+	sync.Mutex
+	free []*busyState
+}
+
+// Bounds on the spare busy states: how many are kept, and what one keeps
+// for its next user, so that a client that pipelined thousands of messages
+// or sent thousands of statements in one Query does not leave that storage
+// behind.
+const (
+	maxSpareBusy   = 256
+	maxKeptReplies = 64
+	maxKeptClass   = 16
+)
+
+// getBusy gives the machine a busy state if it has none.
+func (m *Machine) getBusy() {
+	if m.busy == nil {
+		m.takeBusy()
+	}
+}
+
+// takeBusy gives the machine a spare busy state, or a new one.
+func (m *Machine) takeBusy() {
+	spareBusy.Lock()
+	if n := len(spareBusy.free); n > 0 {
+		m.busy = spareBusy.free[n-1]
+		spareBusy.free[n-1] = nil
+		spareBusy.free = spareBusy.free[:n-1]
+	}
+	spareBusy.Unlock()
+	if m.busy == nil {
+		m.busy = new(busyState)
+	}
+}
+
+// putBusy gives the busy state back if the machine has no use left for it:
+// no server connection held, no login under way, and no decision or
+// classification kept for a message to be offered again. Nothing may use
+// m.busy after it in the same call unless getBusy comes first.
+func (m *Machine) putBusy() {
+	if m.srv == nil && m.busy != nil {
+		m.giveBusy()
+	}
+}
+
+// forgetDecision drops what was kept for the message offered, which is
+// answered without a server connection, and with it the busy state if the
+// machine has no other use for it.
+func (m *Machine) forgetDecision() {
+	if b := m.busy; b != nil {
+		b.classValid, b.pendDef, b.asked.valid = false, nil, false
+		m.putBusy()
+	}
+}
+
+// giveBusy is putBusy once the connection is known to be gone.
+func (m *Machine) giveBusy() {
+	b := m.busy
+	if m.login != nil || b.classValid || b.asked.valid || b.pendDef != nil {
+		return
+	}
+	m.busy = nil
+	b.q.reset()
+	if cap(b.q.items) > maxKeptReplies {
+		b.q.items = nil
+	}
+	if cap(b.class) > maxKeptClass {
+		b.class = nil
+	}
+	b.copyEnds, b.copies = 0, 0
+	// What the last user's statements referred to goes (one is a copy of
+	// a classification a stmtDef keeps anyway).
+	b.internal, b.row = nil, nil
+	b.stmt = Statement{}
+	b.asked = askedDecision{}
+	spareBusy.Lock()
+	if len(spareBusy.free) < maxSpareBusy {
+		spareBusy.free = append(spareBusy.free, b)
+	}
+	spareBusy.Unlock()
 }
 
 // New returns a machine for one client.
@@ -178,8 +294,16 @@ func (m *Machine) Pinned() []string { return m.pins.texts(m.policyReason) }
 // AwaitsClientRequest reports whether replies owed are those of client
 // requests (as opposed to Sluice's own exchanges): what query_timeout bounds.
 func (m *Machine) AwaitsClientRequest() bool {
-	r := m.q.peek()
-	return m.srv != nil && !m.gone && r != nil && r.kind != replyInternal && m.q.requests > 0
+	r := m.owed()
+	return r != nil && !m.gone && r.kind != replyInternal && m.busy.q.requests > 0
+}
+
+// owed returns the next reply the held connection owes, or nil.
+func (m *Machine) owed() *reply {
+	if m.srv == nil {
+		return nil // and an idle machine may have no busy state
+	}
+	return m.busy.q.peek()
 }
 
 // Expect says what the held server may send next.
@@ -191,11 +315,11 @@ func (m *Machine) Expect() Expect {
 		// The server waits for the client's data, but reports an error in
 		// it at once (clients stop sending when they see it).
 		return ExpectMaybe
-	case m.q.requests > 0 && m.held:
+	case m.busy.q.requests > 0 && m.held:
 		// Owed, but the server sends them when its buffer fills or at
 		// the client's Sync: the client is read meanwhile.
 		return ExpectMaybe
-	case m.q.requests > 0:
+	case m.busy.q.requests > 0:
 		return ExpectReplies
 	case m.gone:
 		return ExpectNothing
@@ -247,7 +371,7 @@ func (m *Machine) ServerNeeds(typ byte, n int) int {
 	case wire.MsgReadyForQuery, wire.MsgErrorResponse, wire.MsgParameterStatus:
 		return n
 	case wire.MsgDataRow:
-		if r := m.q.peek(); r != nil && r.kind == replyInternal && (r.purpose == internalReadBack || r.purpose == internalLSN) {
+		if r := m.owed(); r != nil && r.kind == replyInternal && (r.purpose == internalReadBack || r.purpose == internalLSN) {
 			return n
 		}
 	case wire.MsgCommandComplete:
@@ -285,15 +409,15 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 			}
 			return Step{Skip: all, ToClient: wire.AppendReadyForQuery(m.cout[:0], status)}
 		}
-		m.q.push(reply{kind: replySync})
+		m.busy.q.push(reply{kind: replySync})
 		m.batch, m.batchWrites = false, false
 		return Step{}
 	}
 	if (typ == wire.MsgCopyDone || typ == wire.MsgCopyFail) && m.srv != nil {
 		// With nothing owed no COPY can be under way or about to start:
 		// the end belongs to a COPY the server refused, and it drops it.
-		if m.copyIn || m.batch || m.q.requests > 0 {
-			m.copyEnds++
+		if m.copyIn || m.batch || m.busy.q.requests > 0 {
+			m.busy.copyEnds++
 		}
 		m.copyIn = false
 	}
@@ -304,7 +428,7 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 		return Step{Need: NeedReplies}
 	}
 	if m.srv != nil && m.cfg.Mode == ModeTransaction && m.pins == 0 && !m.batch && m.tx == wire.TxIdle &&
-		m.q.requests > 0 && m.q.onlyInternal() {
+		m.busy.q.requests > 0 && m.busy.q.onlyInternal() {
 		// The client's transaction is over and the connection is about to
 		// go back once Sluice's own exchange on it (a WAL position, a
 		// read-back) is answered: the next statement waits for that and is
@@ -317,7 +441,7 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 	if typ == wire.MsgQuery && m.cfg.Mode == ModeTransaction && !m.batch && maybeSluice(body) {
 		sql, _, _ := bytes.Cut(body, []byte{0})
 		if st, ok := parseSluice(string(sql)); ok {
-			if m.srv != nil && m.q.requests > 0 {
+			if m.srv != nil && m.busy.q.requests > 0 {
 				return Step{Need: NeedReplies} // answered in its turn
 			}
 			return m.sluiceAnswer(&st, all)
@@ -342,7 +466,6 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 			return Step{Need: NeedServer, Route: m.route(Route{})}
 		}
 		if d.Reject != nil {
-			m.asked.valid = false
 			return m.rejectLocally(typ, all, d.Reject)
 		}
 		return Step{Need: NeedServer, Route: m.route(d.Route)}
@@ -366,36 +489,37 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 	if m.cfg.Mode != ModeTransaction {
 		return Decision{}, false
 	}
-	st := &m.stmt // reused: no allocation per statement
+	m.getBusy()
+	st := &m.busy.stmt // reused: no allocation per statement
 	*st = Statement{Borrow: borrow, InTransaction: m.srv != nil && m.tx != wire.TxIdle}
 	switch typ {
 	case wire.MsgQuery:
-		if !m.classValid {
+		if !m.busy.classValid {
 			sql, _, _ := bytes.Cut(body, []byte{0})
 			if m.sql != string(sql) { // compared without a copy; clients repeat their statements
 				m.sql = string(sql)
 			}
-			m.class = sqlclass.Classify(m.class[:0], m.sql)
-			m.classValid = true
+			m.busy.class = sqlclass.Classify(m.busy.class[:0], m.sql)
+			m.busy.classValid = true
 		}
-		st.SQL, st.Class = m.sql, m.class
+		st.SQL, st.Class = m.sql, m.busy.class
 	case wire.MsgParse:
 		_, rest, ok := bytes.Cut(body, []byte{0})
 		if !ok {
 			return Decision{}, false
 		}
-		if m.pendDef == nil || m.pendDef.key != string(rest) {
+		if m.busy.pendDef == nil || m.busy.pendDef.key != string(rest) {
 			if u := m.stmts.unnamed; u != nil && u.key == string(rest) {
-				m.pendDef = u // the same query again (drivers reparse the unnamed statement): classified once
+				m.busy.pendDef = u // the same query again (drivers reparse the unnamed statement): classified once
 			} else {
-				m.pendDef = newStmtDef(rest)
+				m.busy.pendDef = newStmtDef(rest)
 			}
 		}
-		if m.pendDef.sluice {
+		if m.busy.pendDef.sluice {
 			return Decision{Reject: errExtendedSluice}, true
 		}
-		m.one[0] = m.pendDef.class
-		st.SQL, st.Class, st.Extended = m.pendDef.query, m.one[:], true
+		m.busy.one[0] = m.busy.pendDef.class
+		st.SQL, st.Class, st.Extended = m.busy.pendDef.query, m.busy.one[:], true
 	case wire.MsgBind:
 		_, name, ok := bindHead(body)
 		if !ok {
@@ -408,22 +532,22 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 		if def == nil {
 			return Decision{}, false
 		}
-		m.one[0] = def.class
-		st.SQL, st.Class, st.Extended = def.query, m.one[:], true
+		m.busy.one[0] = def.class
+		st.SQL, st.Class, st.Extended = def.query, m.busy.one[:], true
 	default:
 		return Decision{}, false
 	}
-	if !borrow && m.asked.valid {
+	if !borrow && m.busy.asked.valid {
 		// The message that asked for the borrow, offered again with the
 		// connection: one decision per statement, one policy call.
-		m.asked.valid = false
-		if m.asked.typ == typ && m.asked.sql == st.SQL {
-			return m.asked.d, true
+		m.busy.asked.valid = false
+		if m.busy.asked.typ == typ && m.busy.asked.sql == st.SQL {
+			return m.busy.asked.d, true
 		}
 	}
 	d := m.policy.Decide(st)
 	if borrow {
-		m.asked = askedDecision{valid: true, typ: typ, sql: st.SQL, d: d}
+		m.busy.asked = askedDecision{valid: true, typ: typ, sql: st.SQL, d: d}
 	}
 	return d, true
 }
@@ -442,8 +566,8 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 	all := wire.HeaderLen + n
 	rewriting := m.cfg.Mode == ModeTransaction
 	out := m.out[:0]
-	if rewriting && m.q.requests == 0 && !m.batch && len(m.srv.PendingClose) > 0 {
-		out = m.stmts.closePending(out, m.srv, &m.q)
+	if rewriting && m.busy.q.requests == 0 && !m.batch && len(m.srv.PendingClose) > 0 {
+		out = m.stmts.closePending(out, m.srv, &m.busy.q)
 	}
 	step := Step{}
 	switch typ {
@@ -457,62 +581,63 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		}
 		if rewriting {
 			d, _ := m.decide(typ, body, false)
-			m.classValid = false
+			m.busy.classValid = false
 			if d.Reject != nil {
 				return m.rejectHeld(typ, all, out, d.Reject)
 			}
 			if d.Rewrite != "" {
 				m.sql = d.Rewrite
-				m.class = sqlclass.Classify(m.class[:0], d.Rewrite)
+				m.busy.class = sqlclass.Classify(m.busy.class[:0], d.Rewrite)
 				out = wire.AppendQuery(out, d.Rewrite)
 				step.Skip = all
 			}
-			for i := range m.class {
-				m.applyEffects(m.class[i].Effects, d)
+			for i := range m.busy.class {
+				m.applyEffects(m.busy.class[i].Effects, d)
 			}
 			m.pinFor(d)
 			// A simple Query destroys the unnamed statement.
 			m.stmts.unnamed = nil
 			m.srv.UnnamedKey = ""
-			m.ending = endsClass(m.class)
+			m.ending = endsClass(m.busy.class)
 		}
 		r := reply{kind: replySync, query: true, ends: m.ending}
 		if m.record {
-			r.writes = m.batchWrites || anyWrites(m.class)
+			r.writes = m.batchWrites || anyWrites(m.busy.class)
 			m.batchWrites = false
 		}
-		m.q.push(r)
+		m.busy.q.push(r)
 		m.ending = false
 		m.batch = false
 	case wire.MsgParse:
 		m.batch = true
 		if !rewriting {
-			m.q.push(reply{kind: replyParse})
+			m.busy.q.push(reply{kind: replyParse})
 			break
 		}
 		d, ok := m.decide(typ, body, false)
 		if ok && d.Reject != nil {
-			m.pendDef = nil
+			m.busy.pendDef = nil
 			return m.rejectHeld(typ, all, out, d.Reject)
 		}
 		rewritten := false
 		if ok && d.Rewrite != "" {
 			body, rewritten = rewriteParse(body, d.Rewrite), true
 			_, rest, _ := bytes.Cut(body, []byte{0})
-			m.pendDef = newStmtDef(rest)
+			m.busy.pendDef = newStmtDef(rest)
 		}
 		if ok {
-			m.applyEffects(m.pendDef.class.Effects, d)
+			m.applyEffects(m.busy.pendDef.class.Effects, d)
 			m.pinFor(d)
 		}
-		repl, err := m.stmts.parse(m.srv, &m.q, body, m.pendDef)
-		m.pendDef = nil
+		var replaced bool
+		var err *wire.Error
+		out, replaced, err = m.stmts.parse(out, m.srv, &m.busy.q, body, m.busy.pendDef)
+		m.busy.pendDef = nil
 		if err != nil {
 			return m.rejectHeld(typ, all, out, err)
 		}
 		switch {
-		case repl != nil:
-			out = append(out, repl...)
+		case replaced:
 			step.Skip = all
 		case rewritten:
 			out = wire.AppendMessage(out, wire.MsgParse, body)
@@ -523,7 +648,8 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		if !rewriting {
 			break
 		}
-		repl, skip, def := m.stmts.bind(m.srv, &m.q, body, n)
+		var def *stmtDef
+		out, step.Skip, def = m.stmts.bind(out, m.srv, &m.busy.q, body, n)
 		if def != nil {
 			m.applyEffects(def.class.Effects, Decision{})
 			m.ending = m.ending || endsClass([]sqlclass.Statement{def.class})
@@ -531,35 +657,31 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 				m.batchWrites = true
 			}
 		}
-		out = append(out, repl...)
-		step.Skip = skip
 	case wire.MsgDescribe, wire.MsgClose:
 		m.batch = true
 		if !rewriting {
 			if typ == wire.MsgClose {
-				m.q.push(reply{kind: replyClose})
+				m.busy.q.push(reply{kind: replyClose})
 			}
 			break
 		}
 		if len(body) < n { // too long to be a real name: the server refuses it
 			if typ == wire.MsgClose {
-				m.q.push(reply{kind: replyClose})
+				m.busy.q.push(reply{kind: replyClose})
 			}
 			break
 		}
-		if repl, replace := m.stmts.describeOrClose(m.srv, &m.q, typ, body); repl != nil {
-			out = append(out, repl...)
-			if replace {
-				step.Skip = all
-			}
+		var replace bool
+		if out, replace = m.stmts.describeOrClose(out, m.srv, &m.busy.q, typ, body); replace {
+			step.Skip = all
 		}
 	case wire.MsgExecute:
 		m.batch = true
 	case wire.MsgSync:
-		m.q.push(reply{kind: replySync, copyEnds: m.copyEnds, ends: m.ending, writes: m.batchWrites})
+		m.busy.q.push(reply{kind: replySync, copyEnds: m.busy.copyEnds, ends: m.ending, writes: m.batchWrites})
 		m.batch, m.batchWrites, m.ending = false, false, false
 	case wire.MsgFunctionCall:
-		m.q.push(reply{kind: replySync, writes: m.record}) // a function may write
+		m.busy.q.push(reply{kind: replySync, writes: m.record}) // a function may write
 	}
 	switch typ {
 	case wire.MsgQuery, wire.MsgSync, wire.MsgFlush, wire.MsgFunctionCall:
@@ -641,7 +763,7 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 	if m.srv == nil {
 		return Step{Skip: all}
 	}
-	if r := m.q.peek(); r != nil && r.kind == replyInternal {
+	if r := m.busy.q.peek(); r != nil && r.kind == replyInternal {
 		return m.ownReply(typ, all, body)
 	}
 	step := Step{}
@@ -650,14 +772,14 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 		if len(body) != 1 {
 			return m.serverBroken(wire.ErrBadLength)
 		}
-		m.q.skipToSync(m.undo)
-		r := m.q.pop()
+		m.busy.q.skipToSync(m.undo)
+		r := m.busy.q.pop()
 		if m.record || m.minInTx {
 			m.requestEnded(&r, m.tx, body[0])
 		}
 		m.tx = body[0]
-		if m.q.requests == 0 {
-			m.copyEnds, m.copies = 0, 0
+		if m.busy.q.requests == 0 {
+			m.busy.copyEnds, m.busy.copies = 0, 0
 		}
 		step = m.afterReady()
 	case wire.MsgCommandComplete:
@@ -667,7 +789,7 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 	case wire.MsgErrorResponse:
 		if e := pool.DecodeError(body); e.Fatal() {
 			m.sawFatal = true
-			if m.survivesServer() && m.q.requests > 0 && !m.gone {
+			if m.survivesServer() && m.busy.q.requests > 0 && !m.gone {
 				// The server ends its session (terminated, shut down,
 				// timed out) but the client's lives on: it gets the
 				// server's error, as an ERROR, for the request in flight.
@@ -682,7 +804,7 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 		}
 		m.reqErr = m.reqErr || m.record || m.minInTx
 		m.copyIn = false
-		m.q.skipToSync(m.undo)
+		m.busy.q.skipToSync(m.undo)
 	case wire.MsgParameterStatus:
 		if name, value, ok := wire.ParseParameterStatus(body); ok {
 			m.srv.NoteParameterStatus(name, value)
@@ -691,7 +813,7 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 			}
 		}
 	case wire.MsgParseComplete, wire.MsgCloseComplete:
-		switch m.q.pop().kind {
+		switch m.busy.q.pop().kind {
 		case replyParseSwallow, replyCloseSwallow, replyBindSwallow:
 			step.Skip = all
 		case replyCloseAsParse:
@@ -699,18 +821,18 @@ func (m *Machine) Server(typ byte, n int, body []byte) Step {
 			step.ToClient = append(m.cout[:0], wire.MsgParseComplete, 0, 0, 0, 4)
 		}
 	case wire.MsgBindComplete:
-		if r := m.q.peek(); r != nil && r.kind == replyBindSwallow {
-			m.q.pop()
+		if r := m.busy.q.peek(); r != nil && r.kind == replyBindSwallow {
+			m.busy.q.pop()
 			step.Skip = all
 		}
 	case wire.MsgCopyInResponse, wire.MsgCopyBothResponse:
-		m.copies++
-		if r := m.q.peek(); r != nil && !r.query {
+		m.busy.copies++
+		if r := m.busy.q.peek(); r != nil && !r.query {
 			// Syncs the client sent between the Execute and the end of its
 			// data are ignored by the server in copy-in mode.
-			m.q.dropSyncs(m.copies - 1)
+			m.busy.q.dropSyncs(m.busy.copies - 1)
 		}
-		m.copyIn = m.copyEnds < m.copies // else the client has already sent all its data
+		m.copyIn = m.busy.copyEnds < m.busy.copies // else the client has already sent all its data
 	}
 	if m.gone {
 		step.ToClient, step.Skip = nil, all
@@ -728,7 +850,7 @@ func (m *Machine) undo(r *reply) {
 // afterReady decides, after a ReadyForQuery for the client, whether the
 // connection goes back to the pool or a parameter read-back is due first.
 func (m *Machine) afterReady() Step {
-	if m.q.requests > 0 || m.batch || m.copyIn || m.tx != wire.TxIdle || m.sawFatal {
+	if m.busy.q.requests > 0 || m.batch || m.copyIn || m.tx != wire.TxIdle || m.sawFatal {
 		return Step{}
 	}
 	if m.gone {
@@ -766,8 +888,8 @@ func (m *Machine) refresh() (Step, bool) {
 
 // own sends a simple query of Sluice's own.
 func (m *Machine) own(purpose internalPurpose, sql string, names []string) Step {
-	m.q.push(reply{kind: replyInternal, purpose: purpose, names: names})
-	m.internal, m.row = nil, nil
+	m.busy.q.push(reply{kind: replyInternal, purpose: purpose, names: names})
+	m.busy.internal, m.busy.row = nil, nil
 	m.out = wire.AppendQuery(m.out[:0], sql)
 	m.held = false
 	return Step{ToServer: m.out}
@@ -775,15 +897,15 @@ func (m *Machine) own(purpose internalPurpose, sql string, names []string) Step 
 
 // ownReply consumes a reply to Sluice's own exchange.
 func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
-	r := m.q.peek()
+	r := m.busy.q.peek()
 	switch typ {
 	case wire.MsgErrorResponse:
 		e := pool.DecodeError(body)
 		if e.Fatal() {
 			m.sawFatal = true
 		}
-		if m.internal == nil {
-			m.internal = e
+		if m.busy.internal == nil {
+			m.busy.internal = e
 		}
 	case wire.MsgParameterStatus:
 		if name, value, ok := wire.ParseParameterStatus(body); ok {
@@ -798,13 +920,13 @@ func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
 			if err != nil {
 				return m.serverBroken(err)
 			}
-			m.row = row
+			m.busy.row = row
 		}
 	case wire.MsgReadyForQuery:
 		if len(body) != 1 {
 			return m.serverBroken(wire.ErrBadLength)
 		}
-		done := m.q.pop()
+		done := m.busy.q.pop()
 		m.tx = body[0]
 		s := m.ownDone(done)
 		s.Skip = all
@@ -815,8 +937,8 @@ func (m *Machine) ownReply(typ byte, all int, body []byte) Step {
 
 // ownDone finishes one of Sluice's own exchanges.
 func (m *Machine) ownDone(r reply) Step {
-	err := m.internal
-	m.internal = nil
+	err := m.busy.internal
+	m.busy.internal = nil
 	switch r.purpose {
 	case internalLogin:
 		return m.loginDone(err)
@@ -833,20 +955,20 @@ func (m *Machine) ownDone(r reply) Step {
 		}
 		return m.afterReady()
 	case internalReadBack:
-		if err != nil || m.tx != wire.TxIdle || len(m.row) != len(r.names) {
+		if err != nil || m.tx != wire.TxIdle || len(m.busy.row) != len(r.names) {
 			return m.failServer(wire.Fatalf(wire.CodeConnectionFailure,
 				"server connection failed while saving session parameters").Wrap(errOr(err)))
 		}
-		m.params.applyRow(m.srv, r.names, m.row)
-		m.row = nil
+		m.params.applyRow(m.srv, r.names, m.busy.row)
+		m.busy.row = nil
 		return m.afterReady()
 	case internalLSN:
-		if err == nil && len(m.row) == 1 {
-			if l, ok := ParseLSN(m.row[0]); ok && l > m.lastLSN {
+		if err == nil && len(m.busy.row) == 1 {
+			if l, ok := ParseLSN(m.busy.row[0]); ok && l > m.lastLSN {
 				m.lastLSN = l
 			}
 		}
-		m.row = nil
+		m.busy.row = nil
 		if m.tx != wire.TxIdle {
 			return m.failServer(wire.Fatalf(wire.CodeConnectionFailure,
 				"server connection failed while recording its WAL position").Wrap(errOr(err)))
@@ -859,7 +981,7 @@ func (m *Machine) ownDone(r reply) Step {
 			m.detach()
 			return Step{Release: ReleaseDiscard, End: true}
 		}
-		if m.q.requests > 0 {
+		if m.busy.q.requests > 0 {
 			return Step{}
 		}
 		return m.finishCleanup()
@@ -879,8 +1001,9 @@ func errOr(err *wire.Error) error {
 // The step it returns may hold a parameter sync for the server; the message
 // that needed the connection is then offered again.
 func (m *Machine) Attach(srv *pool.ServerState) Step {
+	m.getBusy()
 	m.srv = srv
-	m.q.reset()
+	m.busy.q.reset()
 	m.tx = wire.TxIdle
 	m.batch, m.held, m.copyIn, m.sawFatal = false, false, false, false
 	if m.login != nil {
@@ -898,9 +1021,9 @@ func (m *Machine) Attach(srv *pool.ServerState) Step {
 // failed statement, or the session ends when err is FATAL. typ and n are
 // the message's type and body length.
 func (m *Machine) Refuse(typ byte, n int, err *wire.Error) Step {
-	m.classValid, m.pendDef = false, nil
 	if m.login != nil || err.Fatal() {
 		m.login = nil
+		m.forgetDecision()
 		return m.fatal(err)
 	}
 	return m.rejectLocally(typ, wire.HeaderLen+n, err)
@@ -915,7 +1038,7 @@ func (m *Machine) ClientGone() Step {
 	if m.srv == nil {
 		return Step{End: true}
 	}
-	if m.q.requests > 0 || m.copyIn || m.sawFatal {
+	if m.busy.q.requests > 0 || m.copyIn || m.sawFatal {
 		// A statement is still running: stop it and drop the connection,
 		// which is quicker and safer than waiting for it.
 		m.detach()
@@ -937,17 +1060,17 @@ func (m *Machine) cleanup() Step {
 	out := m.out[:0]
 	if m.batch {
 		out = wire.AppendSync(out)
-		m.q.push(reply{kind: replyInternal, purpose: internalReset})
+		m.busy.q.push(reply{kind: replyInternal, purpose: internalReset})
 		m.batch = false
 	}
 	if m.tx != wire.TxIdle || len(out) > 0 {
 		out = wire.AppendQuery(out, "ROLLBACK")
-		m.q.push(reply{kind: replyInternal, purpose: internalReset})
+		m.busy.q.push(reply{kind: replyInternal, purpose: internalReset})
 	}
 	m.held = false // what is sent ends with a simple Query
 	if m.pins != 0 || m.params.due() {
 		out = wire.AppendQuery(out, "DISCARD ALL")
-		m.q.push(reply{kind: replyInternal, purpose: internalReset})
+		m.busy.q.push(reply{kind: replyInternal, purpose: internalReset})
 		m.pins = 0
 		m.params.dirty, m.params.resetAll = nil, false
 		m.srv.ForgetSetParams()
@@ -992,10 +1115,10 @@ func (m *Machine) ServerGone(err error) Step {
 	}
 	answered := m.softFatal // the client has its error for the first request
 	owed, ends := 0, false
-	for i := m.q.head; i < len(m.q.items); i++ {
-		if m.q.items[i].kind == replySync {
+	for i := m.busy.q.head; i < len(m.busy.q.items); i++ {
+		if m.busy.q.items[i].kind == replySync {
 			owed++
-			ends = ends || m.q.items[i].ends
+			ends = ends || m.busy.q.items[i].ends
 		}
 	}
 	// A COMMIT or ROLLBACK in flight ends the transaction whatever its
@@ -1004,7 +1127,7 @@ func (m *Machine) ServerGone(err error) Step {
 	inTx := m.tx != wire.TxIdle && !ends
 	m.ending = false
 	if m.minInTx {
-		m.minLSN, m.minInTx = m.minBefore, false // the transaction is lost: rolled back
+		m.minLSN, m.minInTx = m.busy.minBefore, false // the transaction is lost: rolled back
 	}
 	m.detach()
 	out := m.cout[:0]
@@ -1153,8 +1276,8 @@ func (m *Machine) ServerBroke(err error) Step {
 
 func (m *Machine) serverBroken(err error) Step {
 	if m.sawFatal || m.gone {
-		m.detach()
 		m.login = nil
+		m.detach()
 		return Step{Release: ReleaseDiscard, End: true}
 	}
 	e := wire.Fatalf(wire.CodeConnectionFailure, "server closed the connection unexpectedly").Wrap(err)
@@ -1170,8 +1293,8 @@ func (m *Machine) serverBroken(err error) Step {
 
 // failServer discards the held connection and ends the session with e.
 func (m *Machine) failServer(e *wire.Error) Step {
-	m.detach()
 	m.login = nil
+	m.detach()
 	s := m.fatal(e)
 	s.Release = ReleaseDiscard
 	return s
@@ -1180,11 +1303,13 @@ func (m *Machine) failServer(e *wire.Error) Step {
 // detach forgets the held connection.
 func (m *Machine) detach() {
 	m.srv = nil
-	m.q.reset()
+	m.busy.q.reset()
+	m.busy.copyEnds, m.busy.copies = 0, 0
 	m.batch, m.held, m.copyIn, m.syncing, m.sawFatal, m.softFatal = false, false, false, false, false, false
 	m.tx = wire.TxIdle
 	m.txWrote, m.batchWrites, m.lsnDue = false, false, false
 	m.sawCommit, m.sawRollback, m.reqErr = false, false, false
+	m.putBusy()
 }
 
 // fatal ends the session with e, which the client receives.

@@ -702,6 +702,50 @@ func TestSimpleTransactionDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// rejectPolicy refuses every statement.
+type rejectPolicy struct{}
+
+func (rejectPolicy) Decide(*Statement) Decision {
+	return Decision{Reject: wire.Errorf(wire.CodeFeatureNotSupported, "refused by policy")}
+}
+
+// An idle machine keeps no busy state (reply queue, classification, policy
+// decision): not after its login, a transaction, a borrow that failed or a
+// statement the policy refused. It has one while it holds a connection and
+// while its statement waits for the borrow it asked for.
+func TestIdleMachineKeepsNoBusyState(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	idle := func(when string) {
+		t.Helper()
+		if h.m.busy != nil {
+			t.Fatalf("%s: the idle machine keeps a busy state", when)
+		}
+	}
+	idle("after the login")
+	h.client(query("SELECT 1"))
+	h.server(cc("SELECT 1"), rfq('I'))
+	idle("after a transaction")
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	if h.m.busy == nil {
+		t.Fatal("a machine inside a transaction has no busy state")
+	}
+	h.client(query("COMMIT"))
+	h.server(cc("COMMIT"), rfq('I'))
+	idle("after COMMIT")
+	q := query("SELECT 2")
+	if st := h.m.Client(q[0], len(q)-5, q[5:]); st.Need != NeedServer || h.m.busy == nil {
+		t.Fatalf("a statement waiting for its borrow: need %d, busy state %v", st.Need, h.m.busy != nil)
+	}
+	h.m.Refuse(q[0], len(q)-5, wire.Errorf(wire.CodeTooManyConnections, "no connection"))
+	idle("after a failed borrow")
+	h.toCli()
+	h.m.SetPolicy(rejectPolicy{})
+	h.client(query("SELECT 3"))
+	check(t, "to client", h.toCli(), "E ZI")
+	idle("after a statement the policy refused")
+}
+
 // A server lost under an unpinned transaction-mode client: what was in
 // flight gets 08007 and the client stays; an open transaction is failed
 // until ROLLBACK, answered by Sluice; the next transaction borrows afresh.

@@ -26,7 +26,7 @@ var errUnexpectedStatus = errors.New("server left a transaction open")
 
 // rejectLocally answers a refused message while no connection is held.
 func (m *Machine) rejectLocally(typ byte, all int, e *wire.Error) Step {
-	m.classValid, m.pendDef = false, nil
+	m.forgetDecision()
 	out := e.Encode(m.cout[:0])
 	switch typ {
 	case wire.MsgQuery, wire.MsgFunctionCall, wire.MsgSync:
@@ -41,11 +41,11 @@ func (m *Machine) rejectLocally(typ byte, all int, e *wire.Error) Step {
 // rejectHeld replaces a refused message by one that makes the held server
 // raise e in its place. out holds what must be written before it.
 func (m *Machine) rejectHeld(typ byte, all int, out []byte, e *wire.Error) Step {
-	m.classValid, m.pendDef = false, nil
+	m.busy.classValid, m.busy.pendDef = false, nil
 	sql := raiseSQL(e)
 	if typ == wire.MsgQuery || typ == wire.MsgFunctionCall {
 		out = wire.AppendQuery(out, sql)
-		m.q.push(reply{kind: replySync, query: true})
+		m.busy.q.push(reply{kind: replySync, query: true})
 		m.batch, m.held = false, false
 	} else {
 		// Parse, Bind and Execute of the unnamed statement: its
@@ -59,8 +59,8 @@ func (m *Machine) rejectHeld(typ byte, all int, out []byte, e *wire.Error) Step 
 		out = append(out, wire.MsgBind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0)
 		out = append(out, wire.MsgExecute, 0, 0, 0, 9, 0, 0, 0, 0, 0)
 		m.srv.UnnamedKey = ""
-		m.q.push(reply{kind: replyParseSwallow, unnamed: true})
-		m.q.push(reply{kind: replyBindSwallow})
+		m.busy.q.push(reply{kind: replyParseSwallow, unnamed: true})
+		m.busy.q.push(reply{kind: replyBindSwallow})
 		m.batch, m.held = true, true
 		m.discarding = true
 	}

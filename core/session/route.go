@@ -89,7 +89,9 @@ type Decision struct {
 
 // Policy decides, per statement, where it goes, whether it is refused and
 // whether it pins. Decide must not block: a later event-loop engine calls
-// it on the loop. It is called only in transaction mode.
+// it on the loop. It is called only in transaction mode. st, and what it
+// refers to, is valid only during the call: the machine reuses it for
+// other statements and other sessions.
 type Policy interface {
 	Decide(st *Statement) Decision
 }

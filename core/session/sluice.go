@@ -183,7 +183,7 @@ func (m *Machine) sluiceAnswer(st *sluiceStmt, all int) Step {
 			// Inside a transaction, as PostgreSQL's SET, the value lasts
 			// only if the transaction commits.
 			if status == wire.TxActive && !m.minInTx {
-				m.minInTx, m.minBefore = true, m.minLSN
+				m.minInTx, m.busy.minBefore = true, m.minLSN
 			}
 			m.minLSN = v
 		}

@@ -31,7 +31,6 @@ type translator struct {
 	unnamed   *stmtDef            // the client's unnamed statement
 	maxServer int                 // statements kept per server connection
 	maxClient int                 // statements one client may hold
-	out       []byte              // reused for rewritten messages
 }
 
 // stmtDef is a client's prepared statement.
@@ -103,15 +102,16 @@ func (t *translator) exceeds(body []byte) bool {
 	return !dup
 }
 
-// parse handles a client's Parse (whole body) and returns what the server
-// gets instead (nil: the message as it is), or an error for a Parse the
-// client may not make. def, when not nil, is the statement already made
-// from this body.
-func (t *translator) parse(srv *pool.ServerState, q *replyQueue, body []byte, def *stmtDef) ([]byte, *wire.Error) {
+// parse handles a client's Parse (whole body). It appends to out what the
+// server gets instead, with replaced set, or leaves out as it is for the
+// message to go as it is; or it returns an error, with out as it is, for a
+// Parse the client may not make. def, when not nil, is the statement
+// already made from this body.
+func (t *translator) parse(out []byte, srv *pool.ServerState, q *replyQueue, body []byte, def *stmtDef) (_ []byte, replaced bool, _ *wire.Error) {
 	name, rest, ok := bytes.Cut(body, []byte{0})
 	if !ok {
 		q.push(reply{kind: replyParse})
-		return nil, nil
+		return out, false, nil
 	}
 	if len(name) == 0 {
 		// The unnamed statement is forwarded as it is; remember it so that
@@ -125,26 +125,26 @@ func (t *translator) parse(srv *pool.ServerState, q *replyQueue, body []byte, de
 		t.unnamed = def
 		srv.UnnamedKey = def.key
 		q.push(reply{kind: replyParse, unnamed: true, def: def})
-		return nil, nil
+		return out, false, nil
 	}
 	if _, dup := t.prepared[string(name)]; dup {
 		// PostgreSQL refuses a second statement of the same name with 42P05
 		// and skips to Sync: let the server say so itself, by preparing the
 		// name twice; the first copy is closed at the next batch.
-		out := append(t.out[:0], wire.MsgParse, 0, 0, 0, 0)
+		start := len(out)
+		out = append(out, wire.MsgParse, 0, 0, 0, 0)
 		out = append(out, name...)
 		out = append(out, 0)
 		out = append(out, "SELECT 1\x00\x00\x00"...)
-		binary.BigEndian.PutUint32(out[1:], uint32(len(out)-1))
+		binary.BigEndian.PutUint32(out[start+1:], uint32(len(out)-start-1))
 		out = wire.AppendMessage(out, wire.MsgParse, body)
-		t.out = out
 		q.push(reply{kind: replyParseSwallow})
 		q.push(reply{kind: replyParse})
 		srv.PendingClose = append(srv.PendingClose, string(name))
-		return out, nil
+		return out, true, nil
 	}
 	if len(t.prepared) >= t.maxClient {
-		return nil, t.errTooManyStatements()
+		return out, false, t.errTooManyStatements()
 	}
 	if def == nil || def.key != string(rest) {
 		def = newStmtDef(rest)
@@ -154,14 +154,14 @@ func (t *translator) parse(srv *pool.ServerState, q *replyQueue, body []byte, de
 	}
 	t.prepared[string(name)] = def
 	if _, ok := srv.Prepared.Lookup(def.key); ok {
-		t.out = appendNamed(t.out[:0], wire.MsgClose, 'S', pool.NoopName)
+		out = appendNamed(out, wire.MsgClose, 'S', pool.NoopName)
 		q.push(reply{kind: replyCloseAsParse, def: def, name: string(name)})
 	} else {
-		t.out = t.appendPrepare(t.out[:0], srv, q, def, replyParse)
+		out = t.appendPrepare(out, srv, q, def, replyParse)
 		last := &q.items[len(q.items)-1]
 		last.def, last.name = def, string(name)
 	}
-	return t.out, nil
+	return out, true, nil
 }
 
 // bindHead splits the head of a Bind body into its portal and statement
@@ -176,23 +176,24 @@ func bindHead(head []byte) (portal, name []byte, ok bool) {
 }
 
 // bind handles a client's Bind, of which head holds at least the portal and
-// statement names and n is the body length. It returns what is written to
-// the server before the rest of the client's message, and how many bytes of
-// the client's message (header included) that replaces; out nil means the
-// message goes as it is. def is the client statement bound, if known.
-func (t *translator) bind(srv *pool.ServerState, q *replyQueue, head []byte, n int) (out []byte, skip int, def *stmtDef) {
+// statement names and n is the body length. It appends to out what is
+// written to the server before the rest of the client's message, and
+// returns how many bytes of the client's message (header included) that
+// replaces: with skip 0 the message goes as it is, after what was appended.
+// def is the client statement bound, if known.
+func (t *translator) bind(out []byte, srv *pool.ServerState, q *replyQueue, head []byte, n int) (_ []byte, skip int, def *stmtDef) {
 	portal, name, ok := bindHead(head)
 	if !ok {
-		return nil, 0, nil // malformed: the server says so
+		return out, 0, nil // malformed: the server says so
 	}
 	if len(name) == 0 {
-		return t.ensureUnnamed(srv, q, t.out[:0]), 0, t.unnamed
+		return t.ensureUnnamed(out, srv, q), 0, t.unnamed
 	}
 	def = t.prepared[string(name)]
 	if def == nil {
-		return nil, 0, nil // PostgreSQL reports the unknown statement
+		return out, 0, nil // PostgreSQL reports the unknown statement
 	}
-	out, srvName := t.ensure(t.out[:0], srv, q, def)
+	out, srvName := t.ensure(out, srv, q, def)
 	namesLen := len(portal) + 1 + len(name) + 1
 	out = append(out, wire.MsgBind)
 	out = binary.BigEndian.AppendUint32(out, uint32(4+len(portal)+1+len(srvName)+1+n-namesLen))
@@ -200,19 +201,18 @@ func (t *translator) bind(srv *pool.ServerState, q *replyQueue, head []byte, n i
 	out = append(out, 0)
 	out = append(out, srvName...)
 	out = append(out, 0)
-	t.out = out
 	return out, wire.HeaderLen + namesLen, def
 }
 
 // describeOrClose handles a client's Describe or Close (whole body). It
-// returns what the server gets before the client's message, or instead of
-// it when replace is set; nil when the message goes as it is.
-func (t *translator) describeOrClose(srv *pool.ServerState, q *replyQueue, typ byte, body []byte) (out []byte, replace bool) {
+// appends to out what the server gets before the client's message, or
+// instead of it when replace is set.
+func (t *translator) describeOrClose(out []byte, srv *pool.ServerState, q *replyQueue, typ byte, body []byte) (_ []byte, replace bool) {
 	if len(body) < 2 || body[0] != 'S' {
 		if typ == wire.MsgClose {
 			q.push(reply{kind: replyClose})
 		}
-		return nil, false
+		return out, false
 	}
 	name, _, _ := bytes.Cut(body[1:], []byte{0})
 	if len(name) == 0 {
@@ -220,44 +220,41 @@ func (t *translator) describeOrClose(srv *pool.ServerState, q *replyQueue, typ b
 			t.unnamed = nil
 			srv.UnnamedKey = ""
 			q.push(reply{kind: replyClose})
-			return nil, false
+			return out, false
 		}
-		return t.ensureUnnamed(srv, q, t.out[:0]), false
+		return t.ensureUnnamed(out, srv, q), false
 	}
 	if typ == wire.MsgClose {
 		// The server keeps its statement for other clients; closing a name
 		// that does not exist earns the same CloseComplete.
 		delete(t.prepared, string(name))
-		t.out = appendNamed(t.out[:0], wire.MsgClose, 'S', pool.NoopName)
 		q.push(reply{kind: replyClose})
-		return t.out, true
+		return appendNamed(out, wire.MsgClose, 'S', pool.NoopName), true
 	}
 	def := t.prepared[string(name)]
 	if def == nil {
-		return nil, false
+		return out, false
 	}
-	out, srvName := t.ensure(t.out[:0], srv, q, def)
-	t.out = appendNamed(out, wire.MsgDescribe, 'S', srvName)
-	return t.out, true
+	out, srvName := t.ensure(out, srv, q, def)
+	return appendNamed(out, wire.MsgDescribe, 'S', srvName), true
 }
 
 // ensureUnnamed appends to out what makes srv's unnamed statement the
 // client's before a Bind or Describe of it: it recreates it when another
 // client (or nobody) left a different one there, or closes a foreign one so
 // that the server reports the missing statement as PostgreSQL would. It
-// returns nil when nothing is needed.
-func (t *translator) ensureUnnamed(srv *pool.ServerState, q *replyQueue, out []byte) []byte {
+// appends nothing when nothing is needed.
+func (t *translator) ensureUnnamed(out []byte, srv *pool.ServerState, q *replyQueue) []byte {
 	if t.unnamed == nil {
 		if srv.UnnamedKey == "" {
-			return nil
+			return out
 		}
 		srv.UnnamedKey = ""
 		q.push(reply{kind: replyCloseSwallow})
-		t.out = appendNamed(out, wire.MsgClose, 'S', "")
-		return t.out
+		return appendNamed(out, wire.MsgClose, 'S', "")
 	}
 	if srv.UnnamedKey == t.unnamed.key {
-		return nil
+		return out
 	}
 	out = append(out, wire.MsgParse, 0, 0, 0, 0, 0)
 	start := len(out) - 6
@@ -265,7 +262,6 @@ func (t *translator) ensureUnnamed(srv *pool.ServerState, q *replyQueue, out []b
 	binary.BigEndian.PutUint32(out[start+1:], uint32(len(out)-start-1))
 	srv.UnnamedKey = t.unnamed.key
 	q.push(reply{kind: replyParseSwallow, unnamed: true})
-	t.out = out
 	return out
 }
 

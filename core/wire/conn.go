@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,9 +11,10 @@ import (
 // big-endian int32 length that counts itself but not the type byte.
 const HeaderLen = 5
 
-// bufferSize is the size of the read and write buffers of one connection.
-// Messages up to this size are forwarded from the buffer without a copy to
-// the heap; larger ones are streamed.
+// bufferSize is the size of the read and write buffers of one connection
+// (which start smaller and grow to it as needed: see buffer.go). Messages
+// up to this size are forwarded from the buffer without a copy to the heap;
+// larger ones are streamed.
 const bufferSize = 16 << 10
 
 // MaxDecodedLen bounds the body of a message Sluice decodes (as opposed to
@@ -30,36 +30,36 @@ var ErrBadLength = errors.New("invalid message length")
 // Reader reads protocol messages from a connection through a buffer. It is
 // not safe for concurrent use.
 type Reader struct {
-	br *bufio.Reader
+	br readBuffer
 }
 
 // NewReader returns a Reader over r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, bufferSize)}
+	return &Reader{br: newReadBuffer(r)}
 }
 
 // Reset discards buffered data and reads from r instead.
-func (r *Reader) Reset(rd io.Reader) { r.br.Reset(rd) }
+func (r *Reader) Reset(rd io.Reader) { r.br.reset(rd) }
 
 // TakeBuffered returns a copy of what is buffered and empties the buffer.
 func (r *Reader) TakeBuffered() []byte {
-	n := r.br.Buffered()
+	n := r.br.buffered()
 	if n == 0 {
 		return nil
 	}
-	b, _ := r.br.Peek(n)
+	b, _ := r.br.peek(n)
 	out := append([]byte(nil), b...)
-	r.br.Discard(n)
+	r.br.discard(n)
 	return out
 }
 
 // Buffered returns how many bytes can be read without blocking.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+func (r *Reader) Buffered() int { return r.br.buffered() }
 
 // PeekHeader blocks until a whole header is buffered and returns the message
 // type and the body length. The header stays in the buffer.
 func (r *Reader) PeekHeader() (typ byte, bodyLen int, err error) {
-	h, err := r.br.Peek(HeaderLen)
+	h, err := r.br.peek(HeaderLen)
 	if err != nil {
 		if err == io.EOF && len(h) > 0 {
 			err = io.ErrUnexpectedEOF
@@ -85,16 +85,16 @@ func (r *Reader) ReadMessage() (typ byte, body []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: %d bytes for message type %q", ErrBadLength, n, typ)
 	}
 	if HeaderLen+n <= bufferSize {
-		b, err := r.br.Peek(HeaderLen + n)
+		b, err := r.br.peek(HeaderLen + n)
 		if err != nil {
 			return 0, nil, unexpected(err)
 		}
-		r.br.Discard(HeaderLen + n)
+		r.br.discard(HeaderLen + n)
 		return typ, b[HeaderLen:], nil
 	}
-	r.br.Discard(HeaderLen)
+	r.br.discard(HeaderLen)
 	body = make([]byte, n)
-	if _, err := io.ReadFull(r.br, body); err != nil {
+	if err := r.br.readFull(body); err != nil {
 		return 0, nil, unexpected(err)
 	}
 	return typ, body, nil
@@ -108,7 +108,7 @@ var ErrWrite = errors.New("write to peer failed")
 // header was just peeked, without consuming anything. k must not exceed the
 // body length.
 func (r *Reader) PeekBody(k int) ([]byte, error) {
-	b, err := r.br.Peek(HeaderLen + k)
+	b, err := r.br.peek(HeaderLen + k)
 	if err != nil {
 		return nil, unexpected(err)
 	}
@@ -125,32 +125,32 @@ func unexpected(err error) error {
 // Writer buffers protocol messages to a connection. It is not safe for
 // concurrent use.
 type Writer struct {
-	bw *bufio.Writer
+	bw writeBuffer
 }
 
 // NewWriter returns a Writer over w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{bw: bufio.NewWriterSize(w, bufferSize)}
+	return &Writer{bw: newWriteBuffer(w)}
 }
 
 // Reset discards buffered data and writes to w instead.
-func (w *Writer) Reset(wr io.Writer) { w.bw.Reset(wr) }
+func (w *Writer) Reset(wr io.Writer) { w.bw.reset(wr) }
 
 // Write buffers encoded messages.
-func (w *Writer) Write(b []byte) (int, error) { return w.bw.Write(b) }
+func (w *Writer) Write(b []byte) (int, error) { return w.bw.write(b) }
 
 // Buffered returns how many bytes wait to be flushed.
-func (w *Writer) Buffered() int { return w.bw.Buffered() }
+func (w *Writer) Buffered() int { return w.bw.buffered() }
 
 // Flush writes buffered data to the connection.
-func (w *Writer) Flush() error { return w.bw.Flush() }
+func (w *Writer) Flush() error { return w.bw.flush() }
 
 // WriteMessage buffers encoded messages and flushes them.
 func (w *Writer) WriteMessage(b []byte) error {
-	if _, err := w.bw.Write(b); err != nil {
+	if _, err := w.bw.write(b); err != nil {
 		return err
 	}
-	return w.bw.Flush()
+	return w.bw.flush()
 }
 
 // BufferSize is the size of a Reader's buffer: the most PeekBody can show.
@@ -158,7 +158,7 @@ const BufferSize = bufferSize
 
 // Discard consumes k bytes of the current message.
 func (r *Reader) Discard(k int) error {
-	_, err := r.br.Discard(k)
+	_, err := r.br.discard(k)
 	return unexpected(err)
 }
 
@@ -169,7 +169,7 @@ func (r *Reader) Discard(k int) error {
 func (r *Reader) CopyTo(w *Writer, k int) error {
 	var werr error
 	for k > 0 {
-		b, err := r.br.Peek(min(k, bufferSize))
+		b, err := r.br.peek(min(k, bufferSize))
 		if len(b) == 0 && err != nil {
 			return unexpected(err)
 		}
@@ -177,9 +177,9 @@ func (r *Reader) CopyTo(w *Writer, k int) error {
 			b = b[:k]
 		}
 		if werr == nil {
-			_, werr = w.bw.Write(b)
+			_, werr = w.bw.write(b)
 		}
-		r.br.Discard(len(b))
+		r.br.discard(len(b))
 		k -= len(b)
 	}
 	if werr != nil {
@@ -190,8 +190,7 @@ func (r *Reader) CopyTo(w *Writer, k int) error {
 
 // ReadFull reads len(dst) bytes into dst.
 func (r *Reader) ReadFull(dst []byte) error {
-	_, err := io.ReadFull(r.br, dst)
-	return unexpected(err)
+	return unexpected(r.br.readFull(dst))
 }
 
 // MaxMessageLen is PostgreSQL's own bound on the length of a message.

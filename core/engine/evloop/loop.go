@@ -57,6 +57,13 @@ const yieldEvery = 4 * time.Millisecond
 // maxSpare is how many lent buffers the loop keeps for reuse.
 const maxSpare = 64
 
+// spareTTL is how often the loop drops the spare buffers it did not need
+// since the last time: what a burst of clients left behind goes back to
+// the heap once they idle, instead of staying with the loop (2 MiB at
+// maxSpare), while a loop under steady load keeps what its load needs.
+// An idle loop with spare buffers wakes this often until it has none.
+const spareTTL = time.Second
+
 // Loop is an event loop. Create it with New, run it with Run (which
 // returns after Close), and register sockets from the loop with Add.
 type Loop struct {
@@ -65,8 +72,12 @@ type Loop struct {
 	slots        []slot
 	free         []int32
 	spare        [][]byte
-	id           int
-	now          time.Time // when epoll_wait last returned (Now)
+	// spareLow is the fewest spare buffers there were since trimmed, the
+	// last time unneeded ones were dropped (trimSpare).
+	spareLow int
+	trimmed  time.Time
+	id       int
+	now      time.Time // when epoll_wait last returned (Now)
 
 	mu       sync.Mutex
 	posted   []func()
@@ -180,10 +191,36 @@ func (l *Loop) Unregister(r Reg) {
 func (l *Loop) Buffer() []byte {
 	if n := len(l.spare); n > 0 {
 		b := l.spare[n-1]
+		l.spare[n-1] = nil
 		l.spare = l.spare[:n-1]
+		l.spareLow = min(l.spareLow, n-1)
 		return b[:0]
 	}
 	return make([]byte, 0, BufferSize)
+}
+
+// trimSpare drops, once per spareTTL, the spare buffers that were not
+// needed since the last time: the spareLow at the bottom of the stack,
+// which Buffer reaches last. It returns how long until the next trim is
+// due while there are spare buffers, and -1 when there are none. Loop
+// only.
+func (l *Loop) trimSpare() time.Duration {
+	if since := l.now.Sub(l.trimmed); since < spareTTL {
+		if len(l.spare) == 0 {
+			return -1
+		}
+		return spareTTL - since
+	}
+	if drop := l.spareLow; drop > 0 {
+		n := copy(l.spare, l.spare[drop:])
+		clear(l.spare[n:])
+		l.spare = l.spare[:n]
+	}
+	l.spareLow, l.trimmed = len(l.spare), l.now
+	if len(l.spare) == 0 {
+		return -1
+	}
+	return spareTTL
 }
 
 // Recycle takes back a buffer Buffer lent; larger ones are dropped. Loop
@@ -244,7 +281,7 @@ func (l *Loop) Run() error {
 	defer unix.Close(l.wakefd)
 	defer unix.Close(l.epfd)
 	lastYield := time.Now()
-	l.now = lastYield
+	l.now, l.trimmed = lastYield, lastYield
 	for {
 		if l.now.Sub(lastYield) > yieldEvery {
 			// Go's sysmon takes a goroutine that kept its P through 10 ms
@@ -259,13 +296,18 @@ func (l *Loop) Run() error {
 		if l.closed.Load() {
 			return ErrClosed
 		}
+		nextTrim := l.trimSpare()
 		l.sleeping.Store(true)
 		l.mu.Lock()
 		idle := len(l.posted) == 0
 		l.mu.Unlock()
 		timeout := 0
 		if idle {
+			// Asleep until an event, or until spare buffers are due to go.
 			timeout = -1
+			if nextTrim >= 0 {
+				timeout = int(nextTrim.Milliseconds()) + 1
+			}
 		}
 		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		l.sleeping.Store(false)

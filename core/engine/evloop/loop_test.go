@@ -113,6 +113,62 @@ func TestBuffers(t *testing.T) {
 	})
 }
 
+// Spare buffers that were not needed during a spareTTL are dropped at its
+// end; the ones that were needed stay for the next period.
+func TestSpareBuffersTrimmed(t *testing.T) {
+	l, err := New(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(l.epfd)
+	defer unix.Close(l.wakefd)
+	start := time.Now()
+	l.now, l.trimmed = start, start
+	lent := make([][]byte, 4)
+	for i := range lent {
+		lent[i] = l.Buffer()
+	}
+	for _, b := range lent {
+		l.Recycle(b)
+	}
+	if next := l.trimSpare(); next != spareTTL || len(l.spare) != 4 {
+		t.Fatalf("before spareTTL: next trim in %v with %d spare; want %v with 4", next, len(l.spare), spareTTL)
+	}
+	l.now = start.Add(spareTTL)
+	l.trimSpare() // all four were needed during the first period
+	if len(l.spare) != 4 {
+		t.Fatalf("after a period that needed 4 buffers: %d spare, want 4", len(l.spare))
+	}
+	b := l.Buffer()
+	l.Recycle(b)
+	l.now = start.Add(2 * spareTTL)
+	if next := l.trimSpare(); next != spareTTL || len(l.spare) != 1 || &l.spare[0][:1][0] != &b[:1][0] {
+		t.Fatalf("after a period that needed one buffer: next trim in %v with %d spare; want %v with the one used", next, len(l.spare), spareTTL)
+	}
+	l.now = start.Add(3 * spareTTL)
+	if next := l.trimSpare(); next != -1 || len(l.spare) != 0 {
+		t.Fatalf("after a period that needed none: next trim in %v with %d spare; want -1 with none", next, len(l.spare))
+	}
+}
+
+// A loop that goes idle with spare buffers wakes up to drop them: nothing
+// is posted to it meanwhile.
+func TestIdleLoopDropsSpareBuffers(t *testing.T) {
+	l := run(t)
+	onLoop(l, func() {
+		b := l.Buffer()
+		l.Recycle(b)
+	})
+	// The first trim finds the buffer needed during its period, the
+	// second drops it.
+	time.Sleep(2*spareTTL + time.Second)
+	var spare int
+	onLoop(l, func() { spare = len(l.spare) })
+	if spare != 0 {
+		t.Fatalf("an idle loop still keeps %d spare buffers after %v", spare, 2*spareTTL+time.Second)
+	}
+}
+
 // Read and Write move bytes over a non-blocking socket and report EAGAIN
 // and the end of the stream as unix.Read and unix.Write do.
 func TestReadWrite(t *testing.T) {
