@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -19,9 +20,11 @@ import (
 	"github.com/sluicedb/sluice/core/wire"
 )
 
-// The event-loop engine. A plaintext client that has logged in (on its
-// goroutine, where SCRAM and the first borrow may block) is handed to an
-// event loop with the server connection it holds, and its goroutine ends.
+// The event-loop engine. A client that has logged in (on its goroutine,
+// where the TLS handshake, SCRAM and the first borrow may block) is handed
+// to an event loop with the server connection it holds, and its goroutine
+// ends. A TLS client keeps its tls.Conn, over a socket that never blocks
+// (tlssocket.go).
 // From then on the loop reads either socket only when an edge said it is
 // readable, hands each framed message to the session machine, and carries
 // out its Steps, as the goroutine engine does, with no goroutine of its
@@ -96,6 +99,9 @@ type peer struct {
 	// held is output for this peer that waits for the message the other
 	// peer is passing to it (other.fwd) to be through.
 	held []byte
+	// tls is the socket of a TLS client, whose reads and writes go
+	// through its tls.Conn; nil for plaintext.
+	tls *tlsSocket
 }
 
 // send queues b for dst, or holds it while other is passing dst a
@@ -187,10 +193,17 @@ func detachConn(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-// loopable reports whether the session may move to an event loop: a
-// plaintext client, and a held server connection (if any) in plaintext.
+// loopable reports whether the session may move to an event loop: a TCP
+// client, in plaintext or TLS made by TLSServer, and a held server
+// connection (if any) in plaintext.
 func (s *Session) loopable() bool {
-	if _, ok := s.conn.(*net.TCPConn); !ok {
+	switch c := s.conn.(type) {
+	case *net.TCPConn:
+	case *tls.Conn:
+		if socketOf(c) == nil {
+			return false
+		}
+	default:
 		return false
 	}
 	return s.srv == nil || s.srv.Plaintext()
@@ -202,16 +215,26 @@ func (s *Session) handOff(ctx context.Context, l *evloop.Loop) bool {
 	if !s.loopable() || s.cw.Buffered() > 0 && s.cw.Flush() != nil {
 		return false
 	}
-	fd, err := detachConn(s.conn)
+	nc := s.conn
+	tc, _ := s.conn.(*tls.Conn)
+	var sock *tlsSocket
+	if tc != nil {
+		sock = socketOf(tc)
+		nc = sock.conn
+	}
+	fd, err := detachConn(nc)
 	if err != nil {
 		return false
 	}
-	lp := &loopSession{l: l, ctx: ctx, c: peer{fd: fd}, done: s.onEnd}
+	lp := &loopSession{l: l, ctx: ctx, c: peer{fd: fd, tls: sock}, done: s.onEnd}
 	lp.c.in = s.cr.TakeBuffered()
-	s.conn.Close() // the dup in fd keeps the socket
 	s.mu.Lock()
-	s.conn = nil // an idle session keeps no more than its fd
+	if sock != nil {
+		sock.toLoop(l, fd, tc)
+	}
+	s.conn = nil // an idle session keeps no more than its fd (and its TLS state)
 	s.mu.Unlock()
+	nc.Close() // the dup in fd keeps the socket
 	putReaderWriter(s.cr, s.cw)
 	s.cr, s.cw = nil, nil
 	srv := s.srv
@@ -365,7 +388,7 @@ func (s *Session) wantClient() bool {
 
 func (s *Session) wantServer() bool {
 	lp := s.lp
-	return len(lp.c.out) <= maxPending && len(lp.srv.p.in)-lp.srv.p.off < maxAhead
+	return lp.c.unsent() <= maxPending && len(lp.srv.p.in)-lp.srv.p.off < maxAhead
 }
 
 // loopRead reads what the sockets have, within the bounds.
@@ -386,6 +409,9 @@ func (s *Session) loopRead() {
 func (p *peer) ready(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		p.readable = true
+		if p.tls != nil {
+			p.tls.drained = false
+		}
 	}
 	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		// The peer's end (or an error) came with this edge, maybe behind
@@ -411,6 +437,10 @@ func (p *peer) read(l *evloop.Loop, need int) {
 		p.in = grown
 	}
 	space := p.in[len(p.in):cap(p.in)]
+	if p.tls != nil {
+		p.readTLS(space)
+		return
+	}
 	for {
 		n, err := evloop.Read(p.fd, space)
 		switch {
@@ -457,8 +487,20 @@ func (p *peer) queue(l *evloop.Loop, b []byte) {
 	p.out = append(p.out, b...)
 }
 
+// unsent is the output that waits for the socket: queued, and for TLS
+// encrypted but not yet written.
+func (p *peer) unsent() int {
+	if p.tls != nil {
+		return len(p.out) + len(p.tls.pending)
+	}
+	return len(p.out)
+}
+
 // flush writes the output until done or the socket is full.
 func (p *peer) flush(l *evloop.Loop) bool {
+	if p.tls != nil {
+		return p.flushTLS(l)
+	}
 	wrote := false
 	for len(p.out) > 0 && p.werr == nil {
 		n, err := evloop.Write(p.fd, p.out)
@@ -546,7 +588,7 @@ func (s *Session) loopServer() (bool, error) {
 	if h.p.fwd > 0 || h.p.drop > 0 {
 		return s.moveRest(&h.p, &lp.c), nil
 	}
-	if len(lp.c.out) > maxPending {
+	if lp.c.unsent() > maxPending {
 		return false, nil
 	}
 	if s.m.Expect() == session.ExpectNothing {
@@ -921,11 +963,17 @@ func (s *Session) loopLeave(srv *pool.Conn, typ byte, n int) error {
 	lp.l.Recycle(lp.c.in)
 	lp.l.Recycle(lp.c.out)
 	lp.c.in, lp.c.out = nil, nil
+	conn := net.Conn(nc)
+	sock := lp.c.tls
+	if sock != nil {
+		sock.toGoroutine(nc)
+		conn = sock.tc
+	}
 	s.mu.Lock()
-	s.conn = nc
+	s.conn = conn
 	s.mu.Unlock()
-	s.cr = newReader(io.MultiReader(bytes.NewReader(in), nc))
-	s.cw = newWriter(nc)
+	s.cr = newReader(io.MultiReader(bytes.NewReader(in), conn))
+	s.cw = newWriter(conn)
 	s.lp = nil
 	s.onLoop.Store(nil)
 	s.logAt(zapcore.DebugLevel, "session left its event loop for a TLS server connection")
@@ -937,7 +985,9 @@ func (s *Session) loopLeave(srv *pool.Conn, typ byte, n int) error {
 			}
 		}()
 		var err error
-		if _, werr := s.cw.Write(out); werr != nil {
+		if sock != nil && sock.flushPending() != nil {
+			err = errClientGone
+		} else if _, werr := s.cw.Write(out); werr != nil {
 			err = errClientGone
 		} else if aerr := s.attach(srv); aerr != nil {
 			// The client's message waits in s.cr: it is refused.

@@ -200,7 +200,7 @@ func (p *Proxy) negotiate(nc net.Conn, tc *tls.Config) (net.Conn, *wire.Startup,
 			}
 			// ReadStartup consumed nothing beyond the request, so any
 			// plaintext a client sent early goes to the handshake and fails it.
-			tlsConn := tls.Server(nc, tc)
+			tlsConn := engine.TLSServer(nc, tc) // an event loop can take it over after the login
 			if err := tlsConn.Handshake(); err != nil {
 				return nc, nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
 			}
