@@ -203,7 +203,10 @@ func (p *Pool) BorrowFunc(owner any, now time.Time, fn func(*Conn, error)) (c *C
 	if c := p.TryBorrow(owner, now); c != nil {
 		return c, false
 	}
-	start := now
+	// The wait is timed from a fresh reading: now may be an event loop's
+	// clock from before the request arrived, and a borrow_timeout counted
+	// from it would end early as the client sees it.
+	start := time.Now()
 	p.mu.Lock()
 	if p.closed || len(p.idle) > 0 || p.open < p.settings.MaxConnections && p.waiters.len == 0 {
 		p.mu.Unlock()
