@@ -45,15 +45,28 @@ build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/sluice ./cmd/sluice
 
 # test runs everything under the race detector with the default (loop)
-# engine, then the integration tests again under the goroutine engine
-# (the TestLoop ones choose the loop engine themselves), then short fuzz runs.
-# The fuzz runs are counted in executions (about 10 s each here), not in
-# time: a -fuzztime duration can end in a spurious "context deadline
-# exceeded" failure on a loaded machine (golang/go#75804, fixed in Go 1.27).
+# engine; then the integration tests of core/proxy twice side by side: under
+# the goroutine engine (the TestLoop ones choose the loop engine themselves)
+# and with every client the tests open over TLS (SLUICE_TEST_CLIENT_TLS=1;
+# TestLoopTenThousandClients, whose clients are raw plaintext ones, only
+# in the race pass); then short fuzz runs. The two core/proxy runs mostly
+# wait for PostgreSQL: side by side on two cores they take about as long as
+# the longer one alone (6 minutes, against 11.7 one after the other). Each
+# one's output is printed when both have ended, and the target fails if
+# either fails. The fuzz runs are counted in executions (about 10 s each
+# here), not in time: a -fuzztime duration can end in a spurious "context
+# deadline exceeded" failure on a loaded machine (golang/go#75804, fixed in
+# Go 1.27).
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	SLUICE_ENGINE=goroutine $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '^TestLoop' ./core/proxy
+	out=$$(mktemp -d) || exit 1; \
+	SLUICE_ENGINE=goroutine $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '^TestLoop' ./core/proxy >$$out/goroutine 2>&1 & g=$$!; \
+	SLUICE_TEST_CLIENT_TLS=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '^TestLoopTenThousandClients$$' ./core/proxy >$$out/tls 2>&1 & s=$$!; \
+	wait $$g; grc=$$?; wait $$s; src=$$?; \
+	echo "== core/proxy, goroutine engine: exit $$grc"; cat $$out/goroutine; \
+	echo "== core/proxy, TLS clients: exit $$src"; cat $$out/tls; \
+	rm -rf $$out; [ $$grc = 0 ] && [ $$src = 0 ]
 	$(GO) test -run '^$$' -fuzz FuzzReadStartup -fuzztime 500000x ./core/wire
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 150000x ./core/sqlclass
 	$(GO) test -run '^$$' -fuzz FuzzMachine -fuzztime 100000x ./core/session

@@ -2,20 +2,12 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -32,7 +24,7 @@ func (e *testEnv) psql(t *testing.T, password, sslmode, sql string) (string, err
 
 func TestSCRAMWithPsqlAndPgx(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	out, err := e.psql(t, appPassword, "disable", "SELECT current_user")
+	out, err := e.psql(t, appPassword, clientSSLMode(), "SELECT current_user")
 	if err != nil || strings.TrimSpace(out) != appUser {
 		t.Fatalf("psql with SCRAM: %v\n%s", err, out)
 	}
@@ -52,15 +44,15 @@ func TestWrongPasswordAndUnknownUser(t *testing.T) {
 			ctx := context.Background()
 			host, port, _ := strings.Cut(e.addr, ":")
 			for _, url := range []string{
-				"postgres://app:wrong@" + host + ":" + port + "/appdb?sslmode=disable",
-				"postgres://nobody:whatever@" + host + ":" + port + "/appdb?sslmode=disable",
+				"postgres://app:wrong@" + host + ":" + port + "/appdb?sslmode=" + clientSSLMode(),
+				"postgres://nobody:whatever@" + host + ":" + port + "/appdb?sslmode=" + clientSSLMode(),
 			} {
 				_, err := pgx.Connect(ctx, url)
 				if code := sqlstate(err); code != "28P01" {
 					t.Errorf("%s: err %v, want SQLSTATE 28P01", url, err)
 				}
 			}
-			out, err := e.psql(t, "wrong", "disable", "SELECT 1")
+			out, err := e.psql(t, "wrong", clientSSLMode(), "SELECT 1")
 			if err == nil || !strings.Contains(out, "password authentication failed") {
 				t.Errorf("psql with a wrong password: %v\n%s", err, out)
 			}
@@ -69,35 +61,6 @@ func TestWrongPasswordAndUnknownUser(t *testing.T) {
 			}
 		})
 	}
-}
-
-// writeCert writes a self-signed certificate and key for 127.0.0.1.
-func writeCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile
 }
 
 func TestTLS(t *testing.T) {
@@ -112,7 +75,7 @@ func TestTLS(t *testing.T) {
 		if err != nil || !strings.Contains(out, "SSL connection") {
 			t.Fatalf("psql sslmode=require: %v\n%s", err, out)
 		}
-		c := e.connect(t) // sslmode=disable still allowed
+		c := e.connect(t, "sslmode=disable") // plaintext still allowed
 		var one int
 		if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
 			t.Fatal(err)
@@ -138,4 +101,26 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("TLS client refused: %v\n%s", err, out)
 		}
 	})
+}
+
+// TestClientTLS: the clients the test helpers open through every listener
+// use TLS exactly when SLUICE_TEST_CLIENT_TLS says so, so that the TLS run
+// of the suite cannot quietly run plaintext.
+func TestClientTLS(t *testing.T) {
+	if v, ok := os.LookupEnv(clientTLSEnv); ok {
+		if _, err := strconv.ParseBool(v); err != nil {
+			t.Fatalf("%s=%q is not a boolean", clientTLSEnv, v)
+		}
+	}
+	e := newEnv(t, envOptions{replicas: 1, split: true})
+	for _, l := range []struct{ name, addr string }{{"main", e.addr}, {"reader", e.readerAddr}, {"split", e.splitAddr}} {
+		c := e.connectTo(t, l.addr)
+		if _, ok := c.PgConn().Conn().(*tls.Conn); ok != clientTLS() {
+			t.Errorf("listener %s: client connection is a %T, want TLS %v", l.name, c.PgConn().Conn(), clientTLS())
+		}
+	}
+	out, err := e.psql(t, appPassword, clientSSLMode(), `\conninfo`)
+	if err != nil || strings.Contains(out, "SSL connection") != clientTLS() {
+		t.Errorf("psql sslmode=%s, want TLS %v: %v\n%s", clientSSLMode(), clientTLS(), err, out)
+	}
 }

@@ -90,7 +90,7 @@ func TestCancelWithPsql(t *testing.T) {
 	su := e.superuser(t)
 	host, port, _ := strings.Cut(e.addr, ":")
 	cmd := exec.Command("psql", "-X", "-h", host, "-p", port, "-U", appUser, "-d", "appdb", "-c", "SELECT pg_sleep(30) /* psql-cancel */")
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE=disable")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE="+clientSSLMode())
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

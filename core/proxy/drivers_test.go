@@ -33,7 +33,10 @@ func TestNodePostgresNamedQueries(t *testing.T) {
 		t.Fatalf("node-postgres is not installed in %s: run `make deps`", dir)
 	}
 	e := driverEnv(t)
-	cmd := exec.Command("node", "named.js", e.url())
+	// uselibpqcompat: sslmode as libpq means it (require: encrypt, do not
+	// verify the certificate), without node-postgres's warning that it
+	// treats require as verify-full.
+	cmd := exec.Command("node", "named.js", e.url("uselibpqcompat=true"))
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
@@ -54,7 +57,7 @@ func TestJDBCServerPreparedStatements(t *testing.T) {
 	}
 	host, port, _ := strings.Cut(e.addr, ":")
 	jdbcURL := "jdbc:postgresql://" + host + ":" + port + "/appdb?user=" + appUser +
-		"&password=" + url.QueryEscape(appPassword) + "&sslmode=disable&prepareThreshold=1"
+		"&password=" + url.QueryEscape(appPassword) + "&sslmode=" + clientSSLMode() + "&prepareThreshold=1"
 	out, err := exec.Command("java", "-cp", jdbcJar+string(os.PathListSeparator)+classes, "Named", jdbcURL).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("JDBC server-prepared statements: %v\n%s", err, out)

@@ -2,8 +2,19 @@ package proxy_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,19 +139,25 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 		}
 		members = fmt.Sprintf("consul {\n    address = %q\n    service = \"pg-main\"\n  }\n  %s", e.consul.Addr(), monitor)
 	}
+	// Under clientTLSEnv every listener takes TLS clients, unless the test
+	// configures TLS on listener "main" itself.
+	listenTLS := ""
+	if !regexp.MustCompile(`(?m)^\s*tls\s*\{`).MatchString(o.listen) {
+		listenTLS = clientTLSBlock(t)
+	}
 	if o.replicas > 0 {
 		reader = `
 listen "reader" {
   address = "127.0.0.1:0"
   cluster = "main"
-  role    = "reader"
+  role    = "reader"` + listenTLS + `
 }`
 		if o.split {
 			reader += `
 listen "split" {
   address = "127.0.0.1:0"
   cluster = "main"
-  role    = "split"
+  role    = "split"` + listenTLS + `
 }`
 		}
 	}
@@ -151,7 +168,7 @@ listen "split" {
 listen "main" {
   address = "127.0.0.1:0"
   cluster = "main"
-  %s
+  %s%s
 }%s
 pool {
   %s
@@ -180,7 +197,7 @@ log {
 shutdown_timeout = "2s"
 %s
 %s
-`, o.listen, reader, o.pool, members, o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin, o.filters, o.extra)
+`, o.listen, listenTLS, reader, o.pool, members, o.cluster, o.auth, appPassword, backendPass, o.pinning, o.admin, o.filters, o.extra)
 	env := engineEnviron()
 	if o.loops > 0 {
 		env = []string{"SLUICE_ENGINE=loop", fmt.Sprintf("SLUICE_EVENT_LOOPS=%d", o.loops)}
@@ -235,14 +252,16 @@ func (e *testEnv) close() {
 // url returns a connection string through Sluice.
 func (e *testEnv) url(extra ...string) string { return e.urlOf(e.addr, extra...) }
 
-// urlOf returns a connection string through the Sluice listener at addr.
+// urlOf returns a connection string through the Sluice listener at addr,
+// with extra parameters such as "application_name=x" and with
+// sslmode=clientSSLMode() unless extra sets sslmode itself.
 func (e *testEnv) urlOf(addr string, extra ...string) string {
 	host, port, _ := strings.Cut(addr, ":")
-	u := fmt.Sprintf("postgres://%s:%s@%s:%s/appdb?sslmode=disable", appUser, appPassword, host, port)
-	for _, x := range extra {
-		u += "&" + x
+	params := extra
+	if !slices.ContainsFunc(extra, func(x string) bool { return strings.HasPrefix(x, "sslmode=") }) {
+		params = append([]string{"sslmode=" + clientSSLMode()}, extra...)
 	}
-	return u
+	return fmt.Sprintf("postgres://%s:%s@%s:%s/appdb?%s", appUser, appPassword, host, port, strings.Join(params, "&"))
 }
 
 // connect opens a pgx connection through Sluice.
@@ -304,4 +323,74 @@ func engineEnviron() []string {
 		}
 	}
 	return env
+}
+
+// clientTLSEnv, set to 1 (or another true value of strconv.ParseBool),
+// makes every client the test helpers open through Sluice use TLS
+// (sslmode=require), and newEnv give every listener a certificate:
+// SLUICE_TEST_CLIENT_TLS=1 go test ./core/proxy (make test runs it so).
+// Tests that speak the protocol on a raw net.Conn stay plaintext, as do
+// the ones about plaintext clients.
+const clientTLSEnv = "SLUICE_TEST_CLIENT_TLS"
+
+// clientTLS reports whether clientTLSEnv asks for TLS clients.
+func clientTLS() bool {
+	on, _ := strconv.ParseBool(os.Getenv(clientTLSEnv))
+	return on
+}
+
+// clientSSLMode is the sslmode of the clients the test helpers open
+// through Sluice (pgx, psql, pgbench, JDBC, node-postgres): "require"
+// under clientTLSEnv, "disable" otherwise.
+func clientSSLMode() string {
+	if clientTLS() {
+		return "require"
+	}
+	return "disable"
+}
+
+// clientTLSBlock returns, under clientTLSEnv, a listener's tls block with
+// a new self-signed certificate (preceded by a newline, to end a listen
+// block with), and "" otherwise. newEnv gives one to each listener it
+// writes; a test that writes a listener of its own adds one too.
+func clientTLSBlock(t testing.TB) string {
+	t.Helper()
+	if !clientTLS() {
+		return ""
+	}
+	cert, key := writeCert(t)
+	return fmt.Sprintf("\n  tls {\n    cert_file = %q\n    key_file  = %q\n  }", cert, key)
+}
+
+// writeCert writes a self-signed certificate and key for 127.0.0.1.
+func writeCert(t testing.TB) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

@@ -403,7 +403,7 @@ func TestFilterGuardThroughPsql(t *testing.T) {
 		host, port, _ := strings.Cut(e.addr, ":")
 		cmd := exec.Command("psql", "-X", "-A", "-t", "-v", "VERBOSITY=verbose", "-v", "ON_ERROR_STOP=1",
 			"-h", host, "-p", port, "-U", appUser, "-d", "appdb", "-c", sql)
-		cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE="+clientSSLMode(), "PGCONNECT_TIMEOUT=10")
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}

@@ -1060,12 +1060,12 @@ func TestLoopSlowLoginDoesNotStallLoop(t *testing.T) {
 		extra: fmt.Sprintf(`
 listen "slow" {
   address = "127.0.0.1:0"
-  cluster = "slow"
+  cluster = "slow"%s
 }
 cluster "slow" {
   writer = %q
 }
-`, gate.addr())})
+`, clientTLSBlock(t), gate.addr())})
 	gate.set(e.pg.Addr(), false, false)
 	slowAddr := e.proxy.Addr("slow")
 	if slowAddr == nil {

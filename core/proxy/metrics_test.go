@@ -163,7 +163,7 @@ func TestMetrics(t *testing.T) {
 
 	// Refused logins, with their reason.
 	host, port, _ := strings.Cut(e.addr, ":")
-	_, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:wrong@%s:%s/appdb?sslmode=disable", appUser, host, port))
+	_, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:wrong@%s:%s/appdb?sslmode=%s", appUser, host, port, clientSSLMode()))
 	if code := sqlstate(err); code != "28P01" {
 		t.Fatalf("login with a wrong password: %v, want 28P01", err)
 	}

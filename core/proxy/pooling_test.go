@@ -20,7 +20,7 @@ func (e *testEnv) pgbench(t *testing.T, args ...string) string {
 	t.Helper()
 	host, port, _ := strings.Cut(e.addr, ":")
 	cmd := exec.Command("pgbench", append([]string{"-h", host, "-p", port, "-U", appUser}, append(args, "appdb")...)...)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE=disable")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE="+clientSSLMode())
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgbench %v: %v\n%s", args, err, out)

@@ -69,7 +69,7 @@ func TestFunctionCallWithPsqlLargeObjects(t *testing.T) {
 	host, port, _ := strings.Cut(e.addr, ":")
 	script := `\lo_import ` + in + "\n" + `\lo_export :LASTOID ` + out + "\n"
 	cmd := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", appUser, "-d", "appdb")
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE=disable")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+appPassword, "PGSSLMODE="+clientSSLMode())
 	cmd.Stdin = strings.NewReader(script)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("psql large objects: %v\n%s", err, b)

@@ -13,10 +13,9 @@ import (
 // connectReader opens a pgx connection through the reader listener.
 func (e *testEnv) connectReader(t testing.TB) *pgx.Conn {
 	t.Helper()
-	host, port, _ := strings.Cut(e.readerAddr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s:%s/appdb?sslmode=disable", appUser, appPassword, host, port))
+	c, err := pgx.Connect(ctx, e.urlOf(e.readerAddr))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func TestSessionStarter(t *testing.T) {
 
 	c := e.connect(t, "application_name=reports")
 	a := seen.Load()
-	if a == nil || a.User != appUser || a.Database != "appdb" || a.ApplicationName != "reports" || a.TLS || !strings.HasPrefix(a.ClientAddr, "127.0.0.1:") {
+	if a == nil || a.User != appUser || a.Database != "appdb" || a.ApplicationName != "reports" || a.TLS != clientTLS() || !strings.HasPrefix(a.ClientAddr, "127.0.0.1:") {
 		t.Fatalf("attributes %+v", a)
 	}
 	if _, err := c.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
