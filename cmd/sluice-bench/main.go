@@ -29,7 +29,7 @@
 //
 // With -tls it also runs the TLS twins of PgBouncer and Sluice, the
 // targets "pgbouncer-tls" and "sluice-tls": the same processes and
-// configuration plus a listener that requires TLS with a self-signed ECDSA
+// configuration plus a listener that requires TLS with a throwaway CA's ECDSA
 // P-256 certificate the harness makes, pgbench connecting with
 // sslmode=require (the proxies' connections to PostgreSQL stay plaintext).
 // They run in -M simple only, in the same interleaved rounds, and the table
@@ -346,7 +346,7 @@ func (b *bench) newTarget(name, sluiceBin string) (*target, error) {
 	// A TLS target presents a certificate of its own, in its directory.
 	var certFile, keyFile string
 	if name == targetPgBouncerTLS || name == targetSluiceTLS {
-		if certFile, keyFile, err = writeSelfSignedCert(dir); err != nil {
+		if certFile, keyFile, err = writeServerCert(dir); err != nil {
 			return t, err
 		}
 		t.sslmode = sslRequire

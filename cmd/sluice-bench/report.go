@@ -282,7 +282,7 @@ func (b *bench) markdown() string {
 func (b *bench) writeTLSTargets(w *strings.Builder) {
 	o := b.opts
 	w.WriteString("\"pgbouncer-tls\" and \"sluice-tls\" (-tls) are pgbouncer and sluice, same executables and configuration, plus a listener " +
-		"that requires TLS (PgBouncer `client_tls_sslmode = require`, Sluice `require_tls = true` with a `tls` block) presenting a self-signed " +
+		"that requires TLS (PgBouncer `client_tls_sslmode = require`, Sluice `require_tls = true` with a `tls` block) presenting a throwaway CA's " +
 		"ECDSA P-256 certificate; pgbench connects to them with `PGSSLMODE=require`, so every run of theirs that succeeds is a TLS pairing " +
 		"(the harness checks that a plaintext login is refused). Their connections to PostgreSQL stay plaintext. The two take turns going first.")
 	if slices.Contains(o.targets, targetSluiceTLS) && slices.Contains(o.targets, targetPgBouncerTLS) {

@@ -31,7 +31,7 @@ const (
 	targetFilter = "sluice+readwrite"
 	// targetPgBouncerTLS and targetSluiceTLS are targetPgBouncer and
 	// targetSluice (-tls) configured alike plus a listener that requires
-	// TLS, with a self-signed ECDSA P-256 certificate; their clients
+	// TLS, with an ECDSA P-256 certificate from a throwaway CA; their clients
 	// connect with sslmode=require and the proxies' connections to
 	// PostgreSQL stay plaintext. They are run in tlsModes only.
 	targetPgBouncerTLS = "pgbouncer-tls"

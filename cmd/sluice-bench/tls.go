@@ -3,30 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/sluicedb/sluice/core/pgtest"
 )
 
 // TLS towards the clients (-tls): the TLS targets are the proxies of
 // pgbouncer and sluice with a listener that requires TLS, presenting a
-// self-signed certificate the harness makes; pgbench and psql connect to
+// certificate the harness makes (from a throwaway CA); pgbench and psql connect to
 // them with sslmode=require (libpq encrypts but verifies nothing). The
 // proxies' connections to PostgreSQL stay plaintext.
 const (
@@ -34,57 +27,19 @@ const (
 	sslRequire = "require"
 )
 
-// certValidity is how long the generated certificate is valid: longer
-// than any run.
-const certValidity = 7 * 24 * time.Hour
-
-// Names of the certificate and key files in a TLS target's directory.
-const (
-	certFileName = "server.crt"
-	keyFileName  = "server.key"
-)
-
-// writeSelfSignedCert makes an ECDSA P-256 key and a self-signed server
-// certificate for 127.0.0.1 and localhost, and writes them PEM-encoded to
-// dir as certFileName and keyFileName (the key readable by its owner only).
-// It returns their paths.
-func writeSelfSignedCert(dir string) (certFile, keyFile string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generating a P-256 key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+// writeServerCert writes a server certificate for 127.0.0.1 and
+// localhost, issued by a throwaway CA, and its ECDSA P-256 key to dir (the
+// key readable by its owner only), and returns their paths.
+func writeServerCert(dir string) (certFile, keyFile string, err error) {
+	ca, err := pgtest.NewCA()
 	if err != nil {
 		return "", "", err
 	}
-	now := time.Now()
-	template := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "sluice-bench"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IPAddresses:           []net.IP{net.ParseIP(loopback)},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
-	if err != nil {
-		return "", "", fmt.Errorf("creating the certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	st, err := ca.ServerTLS(loopback, "localhost")
 	if err != nil {
 		return "", "", err
 	}
-	certFile, keyFile = filepath.Join(dir, certFileName), filepath.Join(dir, keyFileName)
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, nil
+	return st.WriteFiles(dir)
 }
 
 // sslRequestCode is the SSLRequest message's request code: 1234 in the

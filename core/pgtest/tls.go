@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -147,4 +149,18 @@ func serialNumber() (*big.Int, error) {
 // pemBlock encodes der as one PEM block of type typ.
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// WriteFiles writes the certificate chain and the key to dir as
+// server.crt and server.key (the key readable by its owner only), for a
+// configuration that names files, and returns their paths.
+func (t *TLS) WriteFiles(dir string) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, t.CertPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, t.KeyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
 }
