@@ -78,6 +78,12 @@ func fakeBackend(t *testing.T, conn net.Conn, badPassword bool) {
 
 // listenFake serves fakeBackend on a loopback port.
 func listenFake(t *testing.T, badPassword bool) string {
+	return serveLoopback(t, func(c net.Conn) { fakeBackend(t, c, badPassword) })
+}
+
+// serveLoopback listens on a loopback port until the test ends and runs
+// serve on a goroutine for each connection; it returns the address.
+func serveLoopback(t *testing.T, serve func(net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +95,7 @@ func listenFake(t *testing.T, badPassword bool) string {
 			if err != nil {
 				return
 			}
-			go fakeBackend(t, c, badPassword)
+			go serve(c)
 		}
 	}()
 	return ln.Addr().String()

@@ -57,34 +57,20 @@ func listenFakeTLS(t *testing.T, answer byte) string {
 		t.Fatal(err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				var req [8]byte
-				if _, err := io.ReadFull(c, req[:]); err != nil || binary.BigEndian.Uint32(req[4:]) != sslRequestCode {
-					t.Errorf("backend: SSLRequest %x, %v", req, err)
-					c.Close()
-					return
-				}
-				c.Write([]byte{answer})
-				if answer != 'S' {
-					c.Close()
-					return
-				}
-				fakeBackend(t, tls.Server(c, cfg), false)
-			}()
+	return serveLoopback(t, func(c net.Conn) {
+		var req [8]byte
+		if _, err := io.ReadFull(c, req[:]); err != nil || binary.BigEndian.Uint32(req[4:]) != sslRequestCode {
+			t.Errorf("backend: SSLRequest %x, %v", req, err)
+			c.Close()
+			return
 		}
-	}()
-	return ln.Addr().String()
+		c.Write([]byte{answer})
+		if answer != 'S' {
+			c.Close()
+			return
+		}
+		fakeBackend(t, tls.Server(c, cfg), false)
+	})
 }
 
 func TestOpenIdleClientsTLS(t *testing.T) {
