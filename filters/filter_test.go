@@ -402,3 +402,28 @@ func processCPU() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// A lone call with a timeout longer than the watchdog's idle window (a
+// second without a call started) is still stopped: the watchdog stays
+// awake while a call is in flight. It used to fall asleep under such a
+// call, which then spun on until another call woke it.
+func TestLongTimeoutLoneCallStopped(t *testing.T) {
+	const timeout = 800 * time.Millisecond // killed at KillAfter: 1.6 s
+	h := filtertest.Load(t, kitchen, filtertest.Options{FailurePolicy: filters.FailClosed, Timeout: timeout, Instances: 1})
+	s := h.Session(t, attrs())
+	defer s.Close()
+	done := make(chan filters.Decision, 1)
+	start := time.Now()
+	go func() { done <- s.Query("loop") }()
+	select {
+	case d := <-done:
+		if d.Reject == nil || d.Reject.Code != "58000" {
+			t.Errorf("got %+v, want fail_closed's 58000", d)
+		}
+		if el := time.Since(start); el < timeout {
+			t.Errorf("stopped after %v, before its timeout %v", el, timeout)
+		}
+	case <-time.After(filters.KillAfter(timeout) + 10*time.Second):
+		t.Fatal("the call was never stopped")
+	}
+}

@@ -10,8 +10,8 @@ import (
 // flight. A call is stopped at most one tick after KillAfter.
 const watchdogTick = time.Millisecond
 
-// watchdogIdle is how many ticks without a call the watchdog waits before
-// it sleeps until the next call.
+// watchdogIdle is how many ticks without a call started or in flight the
+// watchdog waits before it sleeps until the next call.
 const watchdogIdle = 1000
 
 // watchdog stops calls that run past their kill deadline. One goroutine
@@ -78,8 +78,10 @@ func (w *watchdog) run(done <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		w.check()
-		if n := w.calls.Load(); n != last {
+		inFlight := w.check()
+		if n := w.calls.Load(); n != last || inFlight {
+			// A call that runs longer than the idle ticks (a timeout
+			// over half a second) keeps the watchdog awake to stop it.
 			last, idle = n, 0
 			continue
 		}
@@ -104,15 +106,22 @@ func (w *watchdog) run(done <-chan struct{}) {
 	}
 }
 
-// check stops every call past its deadline.
-func (w *watchdog) check() {
+// check stops every call past its deadline, and reports whether a call
+// is in flight.
+func (w *watchdog) check() (inFlight bool) {
 	now := monotonic()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for in := range w.live {
 		seq := in.seq.Load()
-		if d := in.deadline.Load(); d != 0 && now > d && in.seq.Load() == seq {
+		d := in.deadline.Load()
+		if d == 0 {
+			continue
+		}
+		inFlight = true
+		if now > d && in.seq.Load() == seq {
 			in.cancel() // wazero closes the module; the call returns an error
 		}
 	}
+	return inFlight
 }
