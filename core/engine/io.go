@@ -96,6 +96,9 @@ func (s *Session) serveClient(ctx context.Context) (int, error) {
 				return 0, err
 			}
 			continue
+		case session.NeedDecision:
+			s.m.AskPolicy() // this goroutine is the session's own: nobody else waits
+			continue
 		}
 		sent := len(st.ToServer)
 		if st.Skip < wire.HeaderLen+n && s.srv != nil && !st.End {

@@ -211,6 +211,7 @@ func (s *Session) login(ctx context.Context) error {
 		}
 		if pol != nil {
 			s.m.SetPolicy(pol)
+			s.ownPolicy = true
 			if c, ok := pol.(io.Closer); ok {
 				s.endPolicy = c
 			}

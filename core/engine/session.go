@@ -128,6 +128,9 @@ type Session struct {
 	m      *session.Machine
 	// endPolicy is the session's own policy (StartSession), closed at its end.
 	endPolicy io.Closer
+	// ownPolicy: StartSession gave the session a policy of its own (the
+	// filters'), which the event loop asks off the loop.
+	ownPolicy bool
 
 	user     *User
 	database string

@@ -483,3 +483,80 @@ func TestFilterPinPolicyEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// A filter's statement hook runs off the event loop (issue 9): while one
+// client's call spins to its deadline, another client of the same, only,
+// loop gets its answers, and a client that leaves while its call is out
+// ends once the call returns, its session gone from the list.
+func TestFilterCallOffTheLoop(t *testing.T) {
+	mod := filtertest.Build(t, kitchenDir)
+	const timeout = time.Second // a "loop" call is killed at KillAfter(timeout)
+	e := newEnv(t, envOptions{loops: 1, filters: filterBlock("kitchen", mod,
+		fmt.Sprintf("timeout = %q\n  failure_policy = %q\n  instances = 4", timeout, config.FailClosed))})
+	ctx := context.Background()
+	slow, other := e.connect(t), e.connect(t)
+
+	// A client that sends a spinning statement and leaves at once.
+	leaver := e.connect(t)
+	hj, err := leaver.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hj.Conn.Write([]byte("Q\x00\x00\x00\x09loop\x00")); err != nil {
+		t.Fatal(err)
+	}
+	hj.Conn.Close()
+
+	start := time.Now()
+	slowDone := make(chan time.Time, 1)
+	go func() {
+		_, err := slow.Exec(ctx, "loop")
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "58000" {
+			t.Errorf("the spinning statement: %v, want SQLSTATE 58000 (fail_closed)", err)
+		}
+		slowDone <- time.Now()
+	}()
+	var answers []time.Time
+	var end time.Time
+	for end.IsZero() {
+		var n int
+		if err := other.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("the other client: %v", err)
+		}
+		answers = append(answers, time.Now())
+		select {
+		case end = <-slowDone:
+		default:
+		}
+	}
+	// The call ran for most of a second; in its middle (from 300 ms after
+	// it was sent to 100 ms before its answer) the other client was
+	// answered. On the loop, the call would have held every answer back.
+	if end.Sub(start) < 500*time.Millisecond {
+		t.Fatalf("the spinning statement was answered after %v: it did not run to its deadline", end.Sub(start))
+	}
+	var during int
+	for _, a := range answers {
+		if a.After(start.Add(300*time.Millisecond)) && a.Before(end.Add(-100*time.Millisecond)) {
+			during++
+		}
+	}
+	if during == 0 {
+		t.Fatalf("no answer for the other client while the call was out (%d answers in %v)", len(answers), end.Sub(start))
+	}
+	t.Logf("%d answers to the other client in %v, %d of them in the middle of the call", len(answers), end.Sub(start), during)
+
+	// The leaver's session ended once its call returned.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.proxy.Sessions()) > 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions listed, want 2: the leaver's stayed", len(e.proxy.Sessions()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var n int
+	if err := slow.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("after its refused statement: %v", err)
+	}
+}

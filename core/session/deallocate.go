@@ -15,21 +15,37 @@ import (
 // transaction has not failed (PostgreSQL would refuse the statement then).
 // It then forgets the statement. psycopg 3 evicts its statements this way.
 func (m *Machine) deallocate(body []byte) bool {
+	name, ok := m.deallocates(body)
+	if ok {
+		delete(m.stmts.prepared, name)
+	}
+	return ok
+}
+
+// deallocatable reports whether deallocate would answer body, changing
+// nothing.
+func (m *Machine) deallocatable(body []byte) bool {
+	_, ok := m.deallocates(body)
+	return ok
+}
+
+// deallocates is what deallocate decides: the statement it forgets, if it
+// answers body.
+func (m *Machine) deallocates(body []byte) (string, bool) {
 	if m.cfg.Mode != ModeTransaction || len(body) > 256 || len(m.stmts.prepared) == 0 {
-		return false
+		return "", false
 	}
 	name, ok := deallocateName(body)
 	if !ok {
-		return false
+		return "", false
 	}
 	if _, known := m.stmts.prepared[name]; !known {
-		return false
+		return "", false
 	}
 	if m.srv != nil && (m.busy.q.requests > 0 || m.batch || m.tx == wire.TxFailed) {
-		return false
+		return "", false
 	}
-	delete(m.stmts.prepared, name)
-	return true
+	return name, true
 }
 
 // deallocated answers a DEALLOCATE as PostgreSQL would.

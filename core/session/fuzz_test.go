@@ -26,6 +26,14 @@ func FuzzMachine(f *testing.F) {
 		}
 		cfg := &Config{Mode: mode, Track: map[string]bool{"search_path": true}, MaxPrepared: 2, MaxClientPrepared: 2, RecordLSN: true}
 		m := New(cfg, Key{ProcessID: 1, SecretKey: 2})
+		// Half the inputs run with decisions deferred to the engine, as
+		// the event loop runs a filter chain, under a policy that
+		// rewrites and refuses.
+		deferred := len(data)%2 == 1
+		if deferred {
+			m.SetPolicy(fuzzPolicy{})
+			m.DeferDecisions(true)
+		}
 		st := m.Login(nil, defaults(), noCache{})
 		if st.Need == NeedServer {
 			checkStep(t, m, m.Attach(newServer()), true, 0)
@@ -127,6 +135,7 @@ func FuzzMachine(f *testing.F) {
 				continue
 			}
 			body := mb[5 : 5+min(m.ClientNeeds(mb[0], n), n)]
+			asked := false
 			for round := 0; ; round++ {
 				held := m.Holding()
 				st := m.Client(mb[0], n, body)
@@ -139,6 +148,18 @@ func FuzzMachine(f *testing.F) {
 					t.Fatalf("message %q offered %d times", mb[0], round)
 				}
 				switch st.Need {
+				case NeedDecision:
+					// Once per message: the decision is kept for the
+					// offers that follow (after its borrow, too).
+					if !deferred || asked {
+						t.Fatalf("NeedDecision for %q (deferred %v, asked already %v)", mb[0], deferred, asked)
+					}
+					if len(st.ToServer) > 0 || len(st.ToClient) > 0 || st.Skip != 0 || st.End || st.Release != Keep {
+						t.Fatalf("NeedDecision for %q came with a step to carry out: %+v", mb[0], st)
+					}
+					m.AskPolicy()
+					asked = true
+					continue
 				case NeedServer:
 					if pick()%5 == 0 {
 						st = m.Refuse(mb[0], n, wire.Errorf(wire.CodeTooManyConnections, "no connection"))
@@ -205,4 +226,20 @@ func msgTypes(t *testing.T, b []byte) []byte {
 		b = b[1+n:]
 	}
 	return out
+}
+
+// fuzzPolicy rewrites one statement and refuses another, so that deferred
+// decisions are carried out in every shape.
+type fuzzPolicy struct{}
+
+func (fuzzPolicy) Decide(st *Statement) Decision {
+	switch st.SQL {
+	case "SELECT 1":
+		return Decision{Rewrite: "SELECT 2"}
+	case "SELECT pg_advisory_lock(1)":
+		return Decision{Reject: wire.Errorf(wire.CodeFeatureNotSupported, "refused by policy")}
+	case "INSERT INTO t VALUES (1)":
+		return Decision{Pin: PinForce, PinReason: "pinned by the fuzz policy"}
+	}
+	return Decision{}
 }

@@ -58,6 +58,8 @@ const maxSmallBody = 64 << 10
 type Machine struct {
 	cfg    *Config
 	policy Policy
+	// deferred: the engine asks the policy (DeferDecisions).
+	deferred bool
 
 	// OnPin, if set, is called once per reason the session is pinned for.
 	OnPin func(reason string)
@@ -155,6 +157,7 @@ type busyState struct {
 	class            []sqlclass.Statement  // the classification of a simple Query (of Machine.sql)
 	one              [1]sqlclass.Statement // Statement.Class of a Parse or Bind
 	stmt             Statement             // what the policy is shown, reused
+	askTyp           byte                  // the type of the message stmt is (for AskPolicy)
 	asked            askedDecision         // the decision that asked for the last borrow
 	classValid       bool                  // class belongs to the message offered again after a borrow
 	pendDef          *stmtDef              // likewise for a Parse
@@ -461,6 +464,9 @@ func (m *Machine) Client(typ byte, n int, body []byte) Step {
 		if typ == wire.MsgParse && m.cfg.Mode == ModeTransaction && m.stmts.exceeds(body) {
 			return m.rejectLocally(typ, all, m.stmts.errTooManyStatements())
 		}
+		if m.mustAsk(typ, body, true) {
+			return Step{Need: NeedDecision}
+		}
 		d, ok := m.decide(typ, body, true)
 		if !ok {
 			return Step{Need: NeedServer, Route: m.route(Route{})}
@@ -486,11 +492,33 @@ func (m *Machine) route(r Route) Route {
 // keeps the classification for the same message offered again after the
 // borrow. ok is false for a message the policy does not see.
 func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
-	if m.cfg.Mode != ModeTransaction {
+	st, reject, ok := m.statement(typ, body, borrow)
+	if !ok {
 		return Decision{}, false
 	}
+	if reject != nil {
+		return Decision{Reject: reject}, true
+	}
+	if d, ok := m.kept(typ, st, borrow, true); ok {
+		return d, true
+	}
+	d := m.policy.Decide(st)
+	if borrow {
+		m.keep(typ, st, d)
+	}
+	return d, true
+}
+
+// statement fills in what the policy is shown of a message that needs a
+// server (classified once, however often the message is offered). ok is
+// false for a message the policy does not see; reject is set for one
+// refused without asking it.
+func (m *Machine) statement(typ byte, body []byte, borrow bool) (st *Statement, reject *wire.Error, ok bool) {
+	if m.cfg.Mode != ModeTransaction {
+		return nil, nil, false
+	}
 	m.getBusy()
-	st := &m.busy.stmt // reused: no allocation per statement
+	st = &m.busy.stmt // reused: no allocation per statement
 	*st = Statement{Borrow: borrow, InTransaction: m.srv != nil && m.tx != wire.TxIdle}
 	switch typ {
 	case wire.MsgQuery:
@@ -506,7 +534,7 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 	case wire.MsgParse:
 		_, rest, ok := bytes.Cut(body, []byte{0})
 		if !ok {
-			return Decision{}, false
+			return nil, nil, false
 		}
 		if m.busy.pendDef == nil || m.busy.pendDef.key != string(rest) {
 			if u := m.stmts.unnamed; u != nil && u.key == string(rest) {
@@ -516,55 +544,116 @@ func (m *Machine) decide(typ byte, body []byte, borrow bool) (Decision, bool) {
 			}
 		}
 		if m.busy.pendDef.sluice {
-			return Decision{Reject: errExtendedSluice}, true
+			return nil, errExtendedSluice, true
 		}
 		m.busy.one[0] = m.busy.pendDef.class
 		st.SQL, st.Class, st.Extended = m.busy.pendDef.query, m.busy.one[:], true
 	case wire.MsgBind:
 		_, name, ok := bindHead(body)
 		if !ok {
-			return Decision{}, false
+			return nil, nil, false
 		}
 		def := m.stmts.unnamed
 		if len(name) > 0 {
 			def = m.stmts.prepared[string(name)]
 		}
 		if def == nil {
-			return Decision{}, false
+			return nil, nil, false
 		}
 		m.busy.one[0] = def.class
 		st.SQL, st.Class, st.Extended = def.query, m.busy.one[:], true
 	default:
-		return Decision{}, false
+		return nil, nil, false
 	}
-	if !borrow && m.busy.asked.valid {
-		// The message that asked for the borrow, offered again with the
-		// connection: one decision per statement, one policy call.
-		m.busy.asked.valid = false
-		if m.busy.asked.typ == typ && m.busy.asked.sql == st.SQL {
-			return m.busy.asked.d, true
-		}
-	}
-	d := m.policy.Decide(st)
-	if borrow {
-		m.busy.asked = askedDecision{valid: true, typ: typ, sql: st.SQL, d: d}
-	}
-	return d, true
+	return st, nil, true
 }
 
-// askedDecision is the policy's decision for a message that asked for a
-// borrow, kept for when it is offered again with the connection.
+// kept returns the decision made for st before (ok), if there is one: the
+// decision for the message that asked for a borrow, for when it is offered
+// again with the connection (one decision per statement, one policy
+// call), or the one AskPolicy made for the message offered again. take
+// consumes it.
+func (m *Machine) kept(typ byte, st *Statement, borrow, take bool) (Decision, bool) {
+	a := &m.busy.asked
+	if !a.valid {
+		return Decision{}, false
+	}
+	match := a.typ == typ && a.sql == st.SQL
+	if borrow {
+		// Only a decision made for a borrow chooses where a borrow goes;
+		// it stays for the offer with the connection.
+		return a.d, match && a.borrow
+	}
+	// With the connection: a decision made for the borrow, or for this
+	// very state of the transaction.
+	match = match && (a.borrow || a.inTx == st.InTransaction)
+	if take {
+		a.valid = false
+	}
+	return a.d, match
+}
+
+// keep records d, the policy's decision for st.
+func (m *Machine) keep(typ byte, st *Statement, d Decision) {
+	m.busy.asked = askedDecision{valid: true, typ: typ, sql: st.SQL, borrow: st.Borrow, inTx: st.InTransaction, d: d}
+}
+
+// DeferDecisions sets whether the machine asks its policy itself (the
+// default) or leaves that to its engine: a message that needs a decision
+// not yet made is then answered with NeedDecision, and the engine calls
+// AskPolicy (on any goroutine, making no other call on the machine until
+// it returns) and offers the message again. The event-loop engine defers a
+// filter chain's decisions so that a slow filter never holds up the other
+// clients of its loop.
+func (m *Machine) DeferDecisions(on bool) { m.deferred = on }
+
+// mustAsk reports, for a machine that defers its decisions, that the
+// message offered needs a decision not yet made: statement has prepared
+// what AskPolicy shows the policy. It changes nothing else, so the message
+// can be offered again as if for the first time.
+func (m *Machine) mustAsk(typ byte, body []byte, borrow bool) bool {
+	if !m.deferred {
+		return false
+	}
+	st, reject, ok := m.statement(typ, body, borrow)
+	if !ok || reject != nil {
+		return false
+	}
+	_, known := m.kept(typ, st, borrow, false)
+	if !known {
+		m.busy.askTyp = typ
+	}
+	return !known
+}
+
+// AskPolicy asks the policy about the message a NeedDecision was for; the
+// decision is kept for when the message is offered again. It may run on a
+// goroutine of the engine's choosing: the machine must see no other call
+// until it returns.
+func (m *Machine) AskPolicy() {
+	st := &m.busy.stmt
+	m.keep(m.busy.askTyp, st, m.policy.Decide(st))
+}
+
+// askedDecision is a policy's decision kept for a message offered again:
+// the one that asked for a borrow, or the one AskPolicy made.
 type askedDecision struct {
-	valid bool
-	typ   byte
-	sql   string
-	d     Decision
+	valid  bool
+	borrow bool // made for a borrow (Statement.Borrow)
+	inTx   bool // Statement.InTransaction
+	typ    byte
+	sql    string
+	d      Decision
 }
 
 // forward takes a client message while a server connection is held.
 func (m *Machine) forward(typ byte, n int, body []byte) Step {
 	all := wire.HeaderLen + n
 	rewriting := m.cfg.Mode == ModeTransaction
+	if rewriting && m.deferred && (typ == wire.MsgParse || typ == wire.MsgQuery && !m.deallocatable(body)) &&
+		m.mustAsk(typ, body, false) {
+		return Step{Need: NeedDecision}
+	}
 	out := m.out[:0]
 	if rewriting && m.busy.q.requests == 0 && !m.batch && len(m.srv.PendingClose) > 0 {
 		out = m.stmts.closePending(out, m.srv, &m.busy.q)

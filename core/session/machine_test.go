@@ -114,6 +114,28 @@ type harness struct {
 	// forwarded parts of messages.
 	toServer, toClient  []byte
 	returned, discarded int
+	// deferred: the machine defers its decisions, and the harness, as
+	// the event-loop engine, asks the policy (asks counts the calls).
+	deferred bool
+	asks     int
+}
+
+// deferDecisions makes the harness's machine defer its decisions.
+func (h *harness) deferDecisions() {
+	h.m.DeferDecisions(true)
+	h.deferred = true
+}
+
+// bothWays runs f with decisions made by the machine and deferred to the
+// engine: they must behave the same.
+func bothWays(t *testing.T, f func(t *testing.T, deferred bool)) {
+	for _, deferred := range []bool{false, true} {
+		name := "in-machine"
+		if deferred {
+			name = "deferred"
+		}
+		t.Run(name, func(t *testing.T) { f(t, deferred) })
+	}
 }
 
 func newHarness(t *testing.T, mode Mode) *harness {
@@ -182,8 +204,18 @@ func (h *harness) apply(st Step, m []byte, fromClient bool) Step {
 // client offers a client message, borrowing a connection when asked.
 func (h *harness) client(m []byte) Step {
 	h.t.Helper()
-	for range 3 {
+	asked := false
+	for range 4 {
 		st := h.m.Client(m[0], len(m)-5, m[5:])
+		if st.Need == NeedDecision {
+			if !h.deferred || asked {
+				h.t.Fatalf("NeedDecision for %q (deferred %v, asked already %v)", m[0], h.deferred, asked)
+			}
+			h.m.AskPolicy()
+			h.asks++
+			asked = true
+			continue
+		}
 		if st.Need == NeedServer {
 			h.attach()
 			continue
@@ -193,7 +225,7 @@ func (h *harness) client(m []byte) Step {
 		}
 		return h.apply(st, m, true)
 	}
-	h.t.Fatalf("message %q offered three times", m[0])
+	h.t.Fatalf("message %q offered four times", m[0])
 	return Step{}
 }
 
@@ -615,7 +647,19 @@ func TestTranscriptLoginValidatesStartupParameters(t *testing.T) {
 }
 
 func TestTranscriptPreparedStatementPaths(t *testing.T) {
+	bothWays(t, testTranscriptPreparedStatementPaths)
+}
+
+func testTranscriptPreparedStatementPaths(t *testing.T, deferred bool) {
 	h := newHarness(t, ModeTransaction)
+	if deferred {
+		h.deferDecisions()
+		defer func() {
+			if h.asks == 0 {
+				t.Error("no decision deferred")
+			}
+		}()
+	}
 	h.m.stmts.maxServer = 2
 	// Describe of a named statement goes under the server's name.
 	h.client(parse("a", "SELECT 1"))
@@ -713,8 +757,13 @@ func (rejectPolicy) Decide(*Statement) Decision {
 // decision): not after its login, a transaction, a borrow that failed or a
 // statement the policy refused. It has one while it holds a connection and
 // while its statement waits for the borrow it asked for.
-func TestIdleMachineKeepsNoBusyState(t *testing.T) {
+func TestIdleMachineKeepsNoBusyState(t *testing.T) { bothWays(t, testIdleMachineKeepsNoBusyState) }
+
+func testIdleMachineKeepsNoBusyState(t *testing.T, deferred bool) {
 	h := newHarness(t, ModeTransaction)
+	if deferred {
+		h.deferDecisions()
+	}
 	idle := func(when string) {
 		t.Helper()
 		if h.m.busy != nil {
@@ -734,6 +783,12 @@ func TestIdleMachineKeepsNoBusyState(t *testing.T) {
 	h.server(cc("COMMIT"), rfq('I'))
 	idle("after COMMIT")
 	q := query("SELECT 2")
+	if deferred {
+		if st := h.m.Client(q[0], len(q)-5, q[5:]); st.Need != NeedDecision || h.m.busy == nil {
+			t.Fatalf("a statement waiting for its decision: need %d, busy state %v", st.Need, h.m.busy != nil)
+		}
+		h.m.AskPolicy()
+	}
 	if st := h.m.Client(q[0], len(q)-5, q[5:]); st.Need != NeedServer || h.m.busy == nil {
 		t.Fatalf("a statement waiting for its borrow: need %d, busy state %v", st.Need, h.m.busy != nil)
 	}
@@ -892,8 +947,13 @@ func (rewritePolicy) Decide(st *Statement) Decision {
 // A policy's rewrite replaces the text the server receives, for a simple
 // Query and for a Parse (whose name and parameter types stay); the
 // classifier's verdict on the new text decides session effects.
-func TestTranscriptRewrite(t *testing.T) {
+func TestTranscriptRewrite(t *testing.T) { bothWays(t, testTranscriptRewrite) }
+
+func testTranscriptRewrite(t *testing.T, deferred bool) {
 	h := newHarness(t, ModeTransaction)
+	if deferred {
+		h.deferDecisions()
+	}
 	h.m.SetPolicy(rewritePolicy{})
 	h.client(query("SELECT * FROM old"))
 	got := string(h.toServer)
@@ -941,10 +1001,20 @@ func (c countingPolicy) Decide(*Statement) Decision { *c.n++; return Decision{} 
 
 // The policy is asked once per statement, not again when the statement
 // that asked for a borrow is offered with the connection.
-func TestPolicyAskedOncePerStatement(t *testing.T) {
+func TestPolicyAskedOncePerStatement(t *testing.T) { bothWays(t, testPolicyAskedOncePerStatement) }
+
+func testPolicyAskedOncePerStatement(t *testing.T, deferred bool) {
 	h := newHarness(t, ModeTransaction)
+	if deferred {
+		h.deferDecisions()
+	}
 	var n int
 	h.m.SetPolicy(countingPolicy{&n})
+	defer func() {
+		if deferred && h.asks != n {
+			t.Errorf("%d policy calls, %d of them asked for by NeedDecision", n, h.asks)
+		}
+	}()
 	h.client(query("SELECT 1"))
 	h.server(cc("SELECT 1"), rfq('I'))
 	if n != 1 {
@@ -957,4 +1027,29 @@ func TestPolicyAskedOncePerStatement(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("after a transaction's BEGIN and one statement: %d calls, want 3", n)
 	}
+}
+
+// A deferred decision leaves the machine as it was: the statements to
+// close at the start of the next batch (here the leftover copy of a
+// name prepared twice inside a transaction) go out once, with the
+// statement that asked for the decision.
+func TestDeferredDecisionChangesNothing(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.deferDecisions()
+	h.client(query("BEGIN"))
+	h.server(cc("BEGIN"), rfq('T'))
+	h.client(parse("a", "SELECT 1"))
+	h.client(syncMsg())
+	h.server(msg('1'), rfq('T'))
+	h.client(parse("a", "SELECT 2"))
+	h.client(syncMsg())
+	check(t, "duplicate", h.sent(), "Q(BEGIN) P(sluice_1) S P(a) P(a) S")
+	h.server(msg('1'), errResp("42P05", `prepared statement "a" already exists`), rfq('E'))
+	h.toCli()
+	asks := h.asks
+	h.client(query("ROLLBACK"))
+	if h.asks != asks+1 {
+		t.Fatalf("ROLLBACK: %d decisions asked for, want 1", h.asks-asks)
+	}
+	check(t, "ROLLBACK after the duplicate", h.sent(), "C(Sa) Q(ROLLBACK)")
 }

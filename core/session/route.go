@@ -88,10 +88,13 @@ type Decision struct {
 }
 
 // Policy decides, per statement, where it goes, whether it is refused and
-// whether it pins. Decide must not block: a later event-loop engine calls
-// it on the loop. It is called only in transaction mode. st, and what it
-// refers to, is valid only during the call: the machine reuses it for
-// other statements and other sessions.
+// whether it pins. It is called only in transaction mode, by the machine
+// itself or, when the machine defers its decisions (DeferDecisions), by
+// its engine through AskPolicy: the event-loop engine asks a filter chain
+// on a worker goroutine, never on the loop. Either way one session's
+// calls never overlap. st, and what it refers to, is valid only during
+// the call: the machine reuses it for other statements and other
+// sessions.
 type Policy interface {
 	Decide(st *Statement) Decision
 }

@@ -15,6 +15,10 @@ const (
 	// NeedReplies: read the server and hand its messages to Server until
 	// Expect reports no replies owed, then offer the same message again.
 	NeedReplies
+	// NeedDecision: call AskPolicy (anywhere, making no other call on the
+	// machine until it returns), then offer the same message again. Only
+	// a machine that defers its decisions (DeferDecisions) asks for it.
+	NeedDecision
 )
 
 // Release says what to do with the held server connection after a step.
