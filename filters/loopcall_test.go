@@ -40,15 +40,13 @@ func startLoop(tb testing.TB) *evloop.Loop {
 
 // hookWorkers run filter calls off the loop: a fixed pool of goroutines fed
 // by a channel, as many as the filter has instances, since a call beyond
-// that could only wait for an instance to come free. A real engine would
-// pick a pool rather than a goroutine per call for the same reason: the
-// number of calls in flight stays bounded by what can run, so a filter
-// stuck in loops ties up its workers, not an unbounded number of
-// goroutines that each hold a session's statement until their deadline.
-// BenchmarkHookOffLoop/goroutine measures the other choice. (Here the loop
-// would block handing over a call once every worker is busy and the
-// channel full; an engine would answer such a call by the filter's
-// failure policy instead. The benchmarks and the test have one call in
+// that could only wait for an instance to come free; a pool rather than a
+// goroutine per call, whose stack would grow afresh for every call
+// (BenchmarkHookOffLoop/goroutine measures that choice). The loop engine
+// chose the pool from these measurements (core/engine/askers.go), with a
+// goroutine of its own for a call that finds every worker busy and the
+// queue full, so that the loop never waits. (Here the loop would block
+// handing over such a call; the benchmarks and the test have one call in
 // flight.)
 type hookWorkers struct {
 	calls chan func()
