@@ -351,6 +351,12 @@ func (s *Session) loopRun() {
 			s.loopFinish(err)
 			return
 		}
+		if lp.asking {
+			// The machine is the policy's until the answer is back:
+			// what is owed goes out, and a failed write waits for it.
+			s.loopFlush()
+			return
+		}
 		if !progress {
 			if err := s.loopIdle(); err != nil {
 				s.loopFinish(err)
@@ -1239,6 +1245,9 @@ func (d *drainer) Event(ev uint32) {
 // the loop 9-13 ms; off it, 1-3 µs, and the call itself was 4x cheaper).
 func (s *Session) loopAsk() {
 	lp := s.lp
+	if lp.asking {
+		panic("engine: a second policy call for one session")
+	}
 	lp.asking = true
 	if lp.answered == nil {
 		lp.answered = func() { s.loopAnswered(lp) }
@@ -1247,11 +1256,20 @@ func (s *Session) loopAsk() {
 }
 
 // loopAnswered takes the policy's answer back on the loop and goes on
-// with the session.
+// with the session: the message that waited for it first, so that it
+// meets the machine as the decision left it (whatever the server said
+// meanwhile comes after, as it would have with the call made in place).
 func (s *Session) loopAnswered(lp *loopSession) {
 	lp.asking = false
 	if lp.ended {
 		return
+	}
+	if _, err := s.loopClient(); err != nil {
+		s.loopFinish(err)
+		return
+	}
+	if lp.asking {
+		return // asked again (the decision did not fit): the next answer goes on
 	}
 	if lp.timerLate {
 		lp.timerLate = false

@@ -560,3 +560,45 @@ func TestFilterCallOffTheLoop(t *testing.T) {
 		t.Fatalf("after its refused statement: %v", err)
 	}
 }
+
+// Pipelined statements of a filtered session on the loop: a batch of 40
+// distinct statements sent in one write, in a transaction and in
+// autocommit, each Parse asking the filter (off the loop) while what went
+// before it is on its way; every statement's answer comes back in order.
+func TestFilterPipelinedOnLoop(t *testing.T) {
+	mod := filtertest.Build(t, kitchenDir)
+	e := newEnv(t, envOptions{loops: 1, admin: adminOn, filters: filterBlock("kitchen", mod, `timeout = "1s"`)})
+	ctx := context.Background()
+	c := e.connect(t)
+	run := func(what string, q interface {
+		SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+	}) {
+		t.Helper()
+		b := &pgx.Batch{}
+		for i := range 40 {
+			b.Queue(fmt.Sprintf("SELECT $1::int + %d", i), i)
+		}
+		br := q.SendBatch(ctx, b)
+		for i := range 40 {
+			var n int
+			if err := br.QueryRow().Scan(&n); err != nil || n != 2*i {
+				t.Fatalf("%s: statement %d: %d, %v; want %d", what, i, n, err, 2*i)
+			}
+		}
+		if err := br.Close(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	run("autocommit", c)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("in a transaction", tx)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.scrape(t).value("sluice_filter_calls_total", "filter", "kitchen", "hook", "statement"); n < 80 {
+		t.Errorf("sluice_filter_calls_total{statement} = %v, want at least 80", n)
+	}
+}

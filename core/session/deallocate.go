@@ -50,6 +50,7 @@ func (m *Machine) deallocates(body []byte) (string, bool) {
 
 // deallocated answers a DEALLOCATE as PostgreSQL would.
 func (m *Machine) deallocated(all int) Step {
+	m.forgetDecision() // answered here: nothing kept for the message
 	status := byte(wire.TxIdle)
 	if m.srv != nil {
 		status = m.tx

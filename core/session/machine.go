@@ -522,9 +522,12 @@ func (m *Machine) statement(typ byte, body []byte, borrow bool) (st *Statement, 
 	*st = Statement{Borrow: borrow, InTransaction: m.srv != nil && m.tx != wire.TxIdle}
 	switch typ {
 	case wire.MsgQuery:
-		if !m.busy.classValid {
-			sql, _, _ := bytes.Cut(body, []byte{0})
-			if m.sql != string(sql) { // compared without a copy; clients repeat their statements
+		sql, _, _ := bytes.Cut(body, []byte{0})
+		// Compared without a copy: clients repeat their statements, and
+		// a classification kept for the message offered again belongs to
+		// that text only.
+		if same := m.sql == string(sql); !same || !m.busy.classValid {
+			if !same {
 				m.sql = string(sql)
 			}
 			m.busy.class = sqlclass.Classify(m.busy.class[:0], m.sql)
@@ -580,9 +583,14 @@ func (m *Machine) kept(typ byte, st *Statement, borrow, take bool) (Decision, bo
 	}
 	match := a.typ == typ && a.sql == st.SQL
 	if borrow {
-		// Only a decision made for a borrow chooses where a borrow goes;
-		// it stays for the offer with the connection.
-		return a.d, match && a.borrow
+		// Only the decision AskPolicy just made for this borrow chooses
+		// where it goes (once); it stays for the offer with the
+		// connection.
+		match = match && a.borrow && a.fresh
+		if match && take {
+			a.fresh = false
+		}
+		return a.d, match
 	}
 	// With the connection: a decision made for the borrow, or for this
 	// very state of the transaction.
@@ -602,7 +610,8 @@ func (m *Machine) keep(typ byte, st *Statement, d Decision) {
 // default) or leaves that to its engine: a message that needs a decision
 // not yet made is then answered with NeedDecision, and the engine calls
 // AskPolicy (on any goroutine, making no other call on the machine until
-// it returns) and offers the message again. The event-loop engine defers a
+// it returns) and offers the message again before anything else, so that
+// the decision meets the state it was made in. The event-loop engine defers a
 // filter chain's decisions so that a slow filter never holds up the other
 // clients of its loop.
 func (m *Machine) DeferDecisions(on bool) { m.deferred = on }
@@ -633,12 +642,14 @@ func (m *Machine) mustAsk(typ byte, body []byte, borrow bool) bool {
 func (m *Machine) AskPolicy() {
 	st := &m.busy.stmt
 	m.keep(m.busy.askTyp, st, m.policy.Decide(st))
+	m.busy.asked.fresh = true
 }
 
 // askedDecision is a policy's decision kept for a message offered again:
 // the one that asked for a borrow, or the one AskPolicy made.
 type askedDecision struct {
 	valid  bool
+	fresh  bool // made by AskPolicy, not yet used for its borrow
 	borrow bool // made for a borrow (Statement.Borrow)
 	inTx   bool // Statement.InTransaction
 	typ    byte
@@ -737,6 +748,9 @@ func (m *Machine) forward(typ byte, n int, body []byte) Step {
 		if !rewriting {
 			break
 		}
+		// The decision its borrow was made by has been carried out (a
+		// Bind consults none once it holds the connection).
+		m.busy.asked.valid = false
 		var def *stmtDef
 		out, step.Skip, def = m.stmts.bind(out, m.srv, &m.busy.q, body, n)
 		if def != nil {
@@ -1278,6 +1292,7 @@ func endsClass(c []sqlclass.Statement) bool {
 // PostgreSQL turns into a rollback there), ends it, in the simple or the
 // extended protocol; anything else fails with errLost.
 func (m *Machine) lostReply(typ byte, all int, body []byte) Step {
+	m.forgetDecision() // answered here: nothing kept for the message
 	out := m.cout[:0]
 	switch typ {
 	case wire.MsgQuery:

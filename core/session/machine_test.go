@@ -1053,3 +1053,74 @@ func TestDeferredDecisionChangesNothing(t *testing.T) {
 	}
 	check(t, "ROLLBACK after the duplicate", h.sent(), "C(Sa) Q(ROLLBACK)")
 }
+
+// Every execution of a prepared statement that borrows a connection is
+// shown to the policy: the decision its first Bind was made by is used
+// up, not kept for the next Bind of the same statement (a policy that
+// starts refusing it is obeyed), and an idle machine keeps no busy state
+// after a Bind-led transaction.
+func TestBindAskedEachBorrow(t *testing.T) {
+	bothWays(t, func(t *testing.T, deferred bool) {
+		h := newHarness(t, ModeTransaction)
+		if deferred {
+			h.deferDecisions()
+		}
+		var n int
+		h.m.SetPolicy(countingPolicy{&n})
+		h.client(parse("s", "SELECT 1"))
+		h.client(syncMsg())
+		h.server(msg('1'), rfq('I'))
+		h.toCli()
+		for round := 1; round <= 3; round++ {
+			h.client(bind("", "s"))
+			h.client(execute())
+			h.client(syncMsg())
+			h.server(msg('1'), msg('2'), cc("SELECT 1"), rfq('I'))
+			h.toCli()
+			if n != 1+round {
+				t.Fatalf("round %d: %d policy calls, want %d", round, n, 1+round)
+			}
+			if h.m.busy != nil {
+				t.Fatalf("round %d: the idle machine keeps a busy state", round)
+			}
+		}
+		h.m.SetPolicy(rejectPolicy{})
+		h.client(bind("", "s"))
+		h.client(execute())
+		h.client(syncMsg())
+		check(t, "a Bind the policy now refuses", h.toCli(), "E ZI")
+	})
+}
+
+// A classification is kept only for the text it was made of: a statement
+// whose decision was asked for, then answered by Sluice itself (here a
+// DEALLOCATE that could not be answered while a reply was owed, then
+// could), leaves nothing that the next statement, a SET of a tracked
+// parameter, is taken for.
+func TestClassificationBelongsToItsText(t *testing.T) {
+	h := newHarness(t, ModeTransaction)
+	h.deferDecisions()
+	h.client(parse("a", "SELECT 1"))
+	h.client(syncMsg())
+	h.server(msg('1'), rfq('I'))
+	h.toCli()
+	h.client(query("SELECT 2")) // a reply owed: the DEALLOCATE cannot be answered yet
+	h.sent()
+	d := query("DEALLOCATE a")
+	if st := h.m.Client(d[0], len(d)-5, d[5:]); st.Need != NeedDecision {
+		t.Fatalf("DEALLOCATE behind an owed reply: need %d, want NeedDecision", st.Need)
+	}
+	// The engine should offer it again at once; the machine must cope
+	// even when the server's replies come first and the connection goes.
+	h.server(msg('T', int16(0)), cc("SELECT 1"), rfq('I'))
+	h.toCli()
+	if h.m.Holding() {
+		t.Fatal("the connection was not released")
+	}
+	h.client(d)
+	check(t, "DEALLOCATE answered by Sluice", h.toCli(), "C ZI")
+	h.client(query("SET search_path = evil"))
+	if !h.m.params.dirty["search_path"] {
+		t.Fatalf("the SET after the DEALLOCATE was not tracked (sent %s)", h.sent())
+	}
+}

@@ -16,8 +16,9 @@ const (
 	// Expect reports no replies owed, then offer the same message again.
 	NeedReplies
 	// NeedDecision: call AskPolicy (anywhere, making no other call on the
-	// machine until it returns), then offer the same message again. Only
-	// a machine that defers its decisions (DeferDecisions) asks for it.
+	// machine until it returns), then offer the same message again before
+	// anything else. Only a machine that defers its decisions
+	// (DeferDecisions) asks for it.
 	NeedDecision
 )
 
