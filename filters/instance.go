@@ -191,7 +191,7 @@ func (in *instance) callWithin(fn api.Function, d time.Duration) (err error) {
 	}
 	in.calls++
 	defer func() {
-		in.deadline.Store(0) // the call is over, however it ended: the watchdog may sleep
+		in.deadline.Store(0)          // the call is over, however it ended: the watchdog may sleep
 		if r := recover(); r != nil { // a host function's bug must not take the process down
 			in.dead = true
 			err = fmt.Errorf("%w: filter call panicked: %v", errTrap, r)
